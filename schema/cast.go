@@ -1,0 +1,281 @@
+package schema
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// Text returns the value as text: what a text column stores and what a
+// discard records.
+func (v Value) Text() string {
+	switch v.Kind {
+	case KindString, KindNumber, KindArray:
+		return v.Str
+	case KindInt:
+		return strconv.FormatInt(v.Int, 10)
+	case KindBool:
+		if v.Bool {
+			return "true"
+		}
+		return "false"
+	case KindTime:
+		if v.Str != "" {
+			return v.Str
+		}
+		return v.Time.UTC().Format(time.RFC3339Nano)
+	}
+	return ""
+}
+
+func (k Kind) String() string {
+	switch k {
+	case KindString, KindTime:
+		return "string"
+	case KindInt:
+		return "integer"
+	case KindNumber:
+		return "number"
+	case KindBool:
+		return "boolean"
+	case KindArray:
+		return "array"
+	}
+	return "null"
+}
+
+// CastError says why a value cannot be stored in a column of a type.
+type CastError struct {
+	From Kind
+	To   Type
+	Why  string
+}
+
+func (e *CastError) Error() string {
+	if e.Why != "" {
+		return fmt.Sprintf("cannot store %s in a %s column: %s", e.From, e.To, e.Why)
+	}
+	return fmt.Sprintf("cannot store %s in a %s column", e.From, e.To)
+}
+
+// Cast converts v to a value of column type t following SPEC §7's table.
+// The result's Kind is the kind that t stores (text → KindString, bigint →
+// KindInt, numeric → KindNumber, boolean → KindBool, timestamptz →
+// KindTime). NULL casts to NULL.
+func Cast(v Value, t Type) (Value, error) {
+	if v.Kind == KindNull {
+		return v, nil
+	}
+	fail := func(why string) (Value, error) { return Value{}, &CastError{From: v.Kind, To: t, Why: why} }
+	switch t {
+	case Text:
+		if v.Kind == KindNumber {
+			return Value{Kind: KindString, Str: shortestNumber(v.Str)}, nil
+		}
+		return Value{Kind: KindString, Str: v.Text()}, nil
+	case BigInt:
+		switch v.Kind {
+		case KindInt:
+			return v, nil
+		case KindNumber:
+			i, ok := truncateNumber(v.Str)
+			if !ok {
+				return fail("out of bigint range")
+			}
+			return Value{Kind: KindInt, Int: i}, nil
+		case KindString, KindTime:
+			i, err := strconv.ParseInt(v.Text(), 10, 64)
+			if err != nil {
+				return fail("not an integer")
+			}
+			return Value{Kind: KindInt, Int: i}, nil
+		}
+	case Numeric:
+		switch v.Kind {
+		case KindInt:
+			return Value{Kind: KindNumber, Str: strconv.FormatInt(v.Int, 10)}, nil
+		case KindNumber:
+			if !validNumeric(v.Str) {
+				return fail("out of numeric range")
+			}
+			return v, nil
+		case KindString, KindTime:
+			s := v.Text()
+			if !IsNumberLiteral(s) {
+				return fail("not a number")
+			}
+			if !validNumeric(s) {
+				return fail("out of numeric range")
+			}
+			return Value{Kind: KindNumber, Str: s}, nil
+		}
+	case Boolean:
+		switch v.Kind {
+		case KindBool:
+			return v, nil
+		case KindString:
+			switch v.Str {
+			case "true":
+				return Value{Kind: KindBool, Bool: true}, nil
+			case "false":
+				return Value{Kind: KindBool, Bool: false}, nil
+			}
+			return fail("not true or false")
+		}
+	case Timestamptz:
+		switch v.Kind {
+		case KindTime:
+			return v, nil
+		case KindString:
+			tm, ok := ParseTimestamp(v.Str)
+			if !ok {
+				return fail("not an RFC 3339 date-time with a zone")
+			}
+			return Value{Kind: KindTime, Time: tm, Str: v.Str}, nil
+		}
+	}
+	return fail("")
+}
+
+// IsNumberLiteral reports whether s has JSON number syntax.
+func IsNumberLiteral(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	if i >= len(s) {
+		return false
+	}
+	if s[i] == '0' {
+		i++
+	} else if s[i] >= '1' && s[i] <= '9' {
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	} else {
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		d := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+// validNumeric reports whether Postgres's numeric type can hold the JSON
+// number literal s: at most 131072 digits before the point and 16383 after
+// it. Only the exponent can push a JSON number past that in practice.
+func validNumeric(s string) bool {
+	exp := 0
+	mant := s
+	for i := 0; i < len(s); i++ {
+		if s[i] == 'e' || s[i] == 'E' {
+			e, err := strconv.Atoi(s[i+1:])
+			if err != nil {
+				return false
+			}
+			exp = e
+			mant = s[:i]
+			break
+		}
+	}
+	intDigits, fracDigits := 0, 0
+	dot := false
+	for i := 0; i < len(mant); i++ {
+		switch c := mant[i]; {
+		case c == '.':
+			dot = true
+		case c >= '0' && c <= '9':
+			if dot {
+				fracDigits++
+			} else {
+				intDigits++
+			}
+		}
+	}
+	if intDigits+exp > 131072 {
+		return false
+	}
+	if fracDigits-exp > 16383 {
+		return false
+	}
+	return true
+}
+
+// truncateNumber truncates a JSON number literal toward zero into an int64.
+func truncateNumber(s string) (int64, bool) {
+	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return i, true
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, false
+	}
+	f = math.Trunc(f)
+	if f < -9.223372036854775808e18 || f >= 9.223372036854775808e18 {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+// shortestNumber renders a JSON number literal as the shortest text that
+// reads back as the same float64, as JavaScript and encoding/json do. A
+// literal beyond float64's range or precision is kept as it came.
+func shortestNumber(s string) string {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsInf(f, 0) {
+		return s
+	}
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	out := strconv.FormatFloat(f, format, -1, 64)
+	if format == 'e' {
+		// clean up e-09 to e-9
+		n := len(out)
+		if n >= 4 && out[n-4] == 'e' && out[n-3] == '-' && out[n-2] == '0' {
+			out = out[:n-2] + out[n-1:]
+		}
+	}
+	return out
+}
+
+// ParseTimestamp parses a full RFC 3339 date-time with a zone
+// ("2024-01-02T03:04:05Z", "2024-01-02T03:04:05.123+02:00"). It reports
+// false for anything else, including dates without a time.
+func ParseTimestamp(s string) (time.Time, bool) {
+	// Cheap shape check first: this runs on every string value.
+	if len(s) < 20 || len(s) > 40 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') {
+		return time.Time{}, false
+	}
+	if s[10] == ' ' {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}

@@ -1,0 +1,208 @@
+package schema
+
+import (
+	"fmt"
+)
+
+// MaxColumns is the most columns a table may hold (SPEC §7).
+const MaxColumns = 1500
+
+// ColumnDef is one column of a warehouse table.
+type ColumnDef struct {
+	Name string
+	Type Type
+}
+
+// TableDef is a warehouse table's columns in their physical order.
+type TableDef struct {
+	Ref   TableRef
+	Merge bool
+	Cols  []ColumnDef
+	index map[string]int
+}
+
+// NewTableDef builds a table definition from its columns.
+func NewTableDef(ref TableRef, cols []ColumnDef) *TableDef {
+	t := &TableDef{Ref: ref, Cols: append([]ColumnDef(nil), cols...), index: make(map[string]int, len(cols))}
+	for i, c := range t.Cols {
+		t.index[c.Name] = i
+	}
+	return t
+}
+
+// Column returns the column's type and whether it exists.
+func (t *TableDef) Column(name string) (Type, bool) {
+	i, ok := t.index[name]
+	if !ok {
+		return TypeUnknown, false
+	}
+	return t.Cols[i].Type, true
+}
+
+// Warehouse is the in-memory picture of a warehouse: tables and their
+// ordered, typed columns. It is not safe for concurrent use; the sink guards
+// it.
+type Warehouse struct {
+	tables map[TableRef]*TableDef
+}
+
+// NewWarehouse returns an empty picture.
+func NewWarehouse() *Warehouse { return &Warehouse{tables: make(map[TableRef]*TableDef)} }
+
+// Table returns the table's definition, nil when unknown.
+func (w *Warehouse) Table(ref TableRef) *TableDef { return w.tables[ref] }
+
+// Set records a table's definition (e.g. as read from information_schema).
+func (w *Warehouse) Set(t *TableDef) { w.tables[t.Ref] = t }
+
+// Forget drops a table from the picture so that it is read again.
+func (w *Warehouse) Forget(ref TableRef) { delete(w.tables, ref) }
+
+// Change is DDL a batch needs: a table to create (Create, with all of Cols
+// in order) or columns to append to an existing table.
+type Change struct {
+	Table  TableRef
+	Create bool
+	Cols   []ColumnDef
+}
+
+func (c Change) String() string {
+	verb := "add columns to"
+	if c.Create {
+		verb = "create"
+	}
+	return fmt.Sprintf("%s %s (%d columns)", verb, c.Table, len(c.Cols))
+}
+
+// leading columns of every new table, in this order (SPEC §4).
+var leadingCols = []ColumnDef{{"id", Text}, {"received_at", Timestamptz}, {"uuid_ts", Timestamptz}}
+
+// Plan returns the DDL the batch needs against w: tables it does not know
+// and columns it lacks, each new column typed by the widening rule over the
+// batch's non-null values for it (SPEC §7), in first-seen order, never past
+// MaxColumns. Plan does not modify w or b.
+func Plan(w *Warehouse, b *Batch) []Change {
+	var out []Change
+	for _, tr := range b.Tables {
+		def := w.tables[tr.Table]
+		have := 0
+		if def != nil {
+			have = len(def.Cols)
+		}
+		var order []string
+		types := make(map[string]Type)
+		for ri := range tr.Rows {
+			for _, c := range tr.Rows[ri].Cols {
+				if c.Val.IsNull() {
+					continue
+				}
+				if def != nil {
+					if _, ok := def.index[c.Name]; ok {
+						continue
+					}
+				}
+				t, seen := types[c.Name]
+				if !seen {
+					order = append(order, c.Name)
+					types[c.Name] = c.Val.Type()
+					continue
+				}
+				types[c.Name] = Widen(t, c.Val.Type())
+			}
+		}
+		if def == nil {
+			ch := Change{Table: tr.Table, Create: true}
+			ch.Cols = append(ch.Cols, leadingCols...)
+			for _, n := range order {
+				if n == "id" || n == "received_at" || n == "uuid_ts" {
+					continue
+				}
+				if len(ch.Cols) >= MaxColumns {
+					break
+				}
+				ch.Cols = append(ch.Cols, ColumnDef{n, types[n]})
+			}
+			out = append(out, ch)
+			continue
+		}
+		if len(order) == 0 {
+			continue
+		}
+		ch := Change{Table: tr.Table}
+		for _, n := range order {
+			if have+len(ch.Cols) >= MaxColumns {
+				break
+			}
+			ch.Cols = append(ch.Cols, ColumnDef{n, types[n]})
+		}
+		if len(ch.Cols) > 0 {
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
+// Widen returns the narrowest type that holds values of both a and b:
+// bigint with numeric gives numeric, any other mix gives text.
+func Widen(a, b Type) Type {
+	switch {
+	case a == b:
+		return a
+	case a == TypeUnknown:
+		return b
+	case b == TypeUnknown:
+		return a
+	case (a == BigInt && b == Numeric) || (a == Numeric && b == BigInt):
+		return Numeric
+	}
+	return Text
+}
+
+// Conform casts every value in b to the type of its column in w (SPEC §7).
+// A value that cannot be cast, or whose column does not exist (the table is
+// at MaxColumns), is removed from its row and kept as a discard in
+// b.Discards. Every table of b must be known to w (run Plan's changes
+// first). Conform returns the number of values discarded.
+func Conform(w *Warehouse, b *Batch) int {
+	n := 0
+	for _, tr := range b.Tables {
+		def := w.tables[tr.Table]
+		for ri := range tr.Rows {
+			row := &tr.Rows[ri]
+			kept := row.Cols[:0]
+			for _, c := range row.Cols {
+				if c.Val.IsNull() {
+					continue
+				}
+				var (
+					t  Type
+					ok bool
+				)
+				if def != nil {
+					t, ok = def.Column(c.Name)
+				}
+				if !ok {
+					n++
+					b.Discards = append(b.Discards, Discard{
+						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
+						Value: c.Val.Text(), Reason: fmt.Sprintf("table has reached the limit of %d columns", MaxColumns),
+						ReceivedAt: row.ReceivedAt,
+					})
+					continue
+				}
+				v, err := Cast(c.Val, t)
+				if err != nil {
+					n++
+					b.Discards = append(b.Discards, Discard{
+						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
+						Value: c.Val.Text(), Reason: err.Error(), ReceivedAt: row.ReceivedAt,
+					})
+					continue
+				}
+				kept = append(kept, Col{Name: c.Name, Val: v})
+			}
+			row.Cols = kept
+		}
+	}
+	return n
+}
