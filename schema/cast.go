@@ -273,6 +273,15 @@ func ParseTimestamp(s string) (time.Time, bool) {
 	if s[10] == ' ' {
 		return time.Time{}, false
 	}
+	if s[10] == 't' || s[len(s)-1] == 'z' {
+		// RFC 3339 allows lowercase t and z; Go's parser does not.
+		b := []byte(s)
+		b[10] = 'T'
+		if b[len(b)-1] == 'z' {
+			b[len(b)-1] = 'Z'
+		}
+		s = string(b)
+	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return time.Time{}, false

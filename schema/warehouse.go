@@ -169,9 +169,21 @@ func Conform(w *Warehouse, b *Batch) int {
 		def := w.tables[tr.Table]
 		for ri := range tr.Rows {
 			row := &tr.Rows[ri]
-			kept := row.Cols[:0]
-			for _, c := range row.Cols {
+			// Rows may share column memory (a track's tracks row is a prefix
+			// of its event row), so never write into row.Cols: copy on the
+			// first change.
+			var kept []Col
+			changed := false
+			change := func(i int) {
+				if !changed {
+					changed = true
+					kept = make([]Col, i, len(row.Cols))
+					copy(kept, row.Cols[:i])
+				}
+			}
+			for i, c := range row.Cols {
 				if c.Val.IsNull() {
+					change(i)
 					continue
 				}
 				var (
@@ -182,6 +194,7 @@ func Conform(w *Warehouse, b *Batch) int {
 					t, ok = def.Column(c.Name)
 				}
 				if !ok {
+					change(i)
 					n++
 					b.Discards = append(b.Discards, Discard{
 						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
@@ -192,6 +205,7 @@ func Conform(w *Warehouse, b *Batch) int {
 				}
 				v, err := Cast(c.Val, t)
 				if err != nil {
+					change(i)
 					n++
 					b.Discards = append(b.Discards, Discard{
 						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
@@ -199,9 +213,16 @@ func Conform(w *Warehouse, b *Batch) int {
 					})
 					continue
 				}
-				kept = append(kept, Col{Name: c.Name, Val: v})
+				if v != c.Val {
+					change(i)
+				}
+				if changed {
+					kept = append(kept, Col{Name: c.Name, Val: v})
+				}
 			}
-			row.Cols = kept
+			if changed {
+				row.Cols = kept
+			}
 		}
 	}
 	return n

@@ -1,0 +1,58 @@
+package schema
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/segwarehouse/segwarehouse/internal/sample"
+)
+
+// typical returns a sample message of the given type, ~600–1,200 bytes.
+func typical(b *testing.B, typ string) []byte {
+	g := sample.New(7, 50, 1000, sample.DefaultMix)
+	for i := 0; i < 10000; i++ {
+		m := g.NextMap()
+		if m["type"] == typ {
+			js, _ := json.Marshal(m)
+			return js
+		}
+	}
+	b.Fatalf("no %s generated", typ)
+	return nil
+}
+
+// BenchmarkDecode measures decode + route + flatten + name per event on one
+// core (issue target: ≤ 3 µs for a typical track).
+func BenchmarkDecode(b *testing.B) {
+	dec, _ := NewDecoder(Config{})
+	for _, typ := range []string{"track", "identify", "page"} {
+		js := typical(b, typ)
+		b.Run(typ, func(b *testing.B) {
+			rec := &Record{Topic: "web", Timestamp: time.Now(), Value: js}
+			b.SetBytes(int64(len(js)))
+			b.ReportAllocs()
+			for b.Loop() {
+				d := dec.Decode(rec)
+				if len(d.Rows) == 0 {
+					b.Fatal("no rows")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeStdlibBaseline is the alternative measured: encoding/json
+// into map[string]any (with UseNumber semantics lost), without any of the
+// flattening. It is here so the README's comparison can be rerun.
+func BenchmarkDecodeStdlibBaseline(b *testing.B) {
+	js := typical(b, "track")
+	b.SetBytes(int64(len(js)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var m map[string]any
+		if err := json.Unmarshal(js, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

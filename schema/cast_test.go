@@ -1,0 +1,125 @@
+package schema
+
+import (
+	"testing"
+	"time"
+)
+
+// Every cell of SPEC §7's cast table: value kind → column type.
+func TestCastTable(t *testing.T) {
+	t.Parallel()
+	str := func(s string) Value { return Value{Kind: KindString, Str: s} }
+	ts := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	integer := Value{Kind: KindInt, Int: 10, Str: "10"}
+	float := Value{Kind: KindNumber, Str: "10.75"}
+	negFloat := Value{Kind: KindNumber, Str: "-10.75"}
+	boolean := Value{Kind: KindBool, Bool: true}
+	array := Value{Kind: KindArray, Str: `["a",1]`}
+	timeStr := Value{Kind: KindTime, Str: "2024-05-06T07:08:09Z", Time: ts}
+	const fail = "\x00fail"
+	cases := []struct {
+		name string
+		in   Value
+		to   Type
+		want string // Text() of the result, or fail
+	}{
+		// → text
+		{"string→text", str("abc"), Text, "abc"},
+		{"integer→text", integer, Text, "10"},
+		{"float→text shortest", Value{Kind: KindNumber, Str: "10.750"}, Text, "10.75"},
+		{"float→text exponent", Value{Kind: KindNumber, Str: "1E21"}, Text, "1e+21"},
+		{"float→text small", Value{Kind: KindNumber, Str: "0.0000001"}, Text, "1e-7"},
+		{"huge→text kept", Value{Kind: KindNumber, Str: "1e400"}, Text, "1e400"},
+		{"boolean→text", boolean, Text, "true"},
+		{"array→text", array, Text, `["a",1]`},
+		{"time string→text", timeStr, Text, "2024-05-06T07:08:09Z"},
+		// → bigint
+		{"string→bigint", str("42"), BigInt, "42"},
+		{"bad string→bigint", str("abc"), BigInt, fail},
+		{"decimal string→bigint", str("4.2"), BigInt, fail},
+		{"integer→bigint", integer, BigInt, "10"},
+		{"float→bigint truncates", float, BigInt, "10"},
+		{"negative float→bigint toward zero", negFloat, BigInt, "-10"},
+		{"huge float→bigint", Value{Kind: KindNumber, Str: "1e30"}, BigInt, fail},
+		{"boolean→bigint", boolean, BigInt, fail},
+		{"array→bigint", array, BigInt, fail},
+		{"time→bigint", timeStr, BigInt, fail},
+		// → numeric
+		{"string→numeric", str("3.25"), Numeric, "3.25"},
+		{"bad string→numeric", str("3,25"), Numeric, fail},
+		{"integer→numeric", integer, Numeric, "10"},
+		{"float→numeric", float, Numeric, "10.75"},
+		{"huge→numeric", Value{Kind: KindNumber, Str: "1e400"}, Numeric, "1e400"},
+		{"beyond numeric", Value{Kind: KindNumber, Str: "1e200000"}, Numeric, fail},
+		{"boolean→numeric", boolean, Numeric, fail},
+		{"array→numeric", array, Numeric, fail},
+		// → boolean
+		{"true string→boolean", str("true"), Boolean, "true"},
+		{"false string→boolean", str("false"), Boolean, "false"},
+		{"other string→boolean", str("yes"), Boolean, fail},
+		{"integer→boolean", integer, Boolean, fail},
+		{"float→boolean", float, Boolean, fail},
+		{"boolean→boolean", boolean, Boolean, "true"},
+		{"array→boolean", array, Boolean, fail},
+		// → timestamptz
+		{"RFC 3339 string→timestamptz", str("2024-05-06T09:08:09+02:00"), Timestamptz, "2024-05-06T09:08:09+02:00"},
+		{"date only→timestamptz", str("2024-05-06"), Timestamptz, fail},
+		{"time→timestamptz", timeStr, Timestamptz, "2024-05-06T07:08:09Z"},
+		{"integer→timestamptz", integer, Timestamptz, fail},
+		{"float→timestamptz", float, Timestamptz, fail},
+		{"boolean→timestamptz", boolean, Timestamptz, fail},
+		{"array→timestamptz", array, Timestamptz, fail},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := Cast(c.in, c.to)
+			if c.want == fail {
+				if err == nil {
+					t.Fatalf("want failure, got %+v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Type() != c.to {
+				t.Errorf("result kind %v is not %s", got.Kind, c.to)
+			}
+			if got.Text() != c.want {
+				t.Errorf("got %q want %q", got.Text(), c.want)
+			}
+		})
+	}
+	// The cast keeps the instant.
+	v, _ := Cast(str("2024-05-06T09:08:09+02:00"), Timestamptz)
+	if !v.Time.Equal(ts) {
+		t.Errorf("instant %v", v.Time)
+	}
+}
+
+func TestParseTimestamp(t *testing.T) {
+	t.Parallel()
+	for s, ok := range map[string]bool{
+		"2024-01-02T03:04:05Z":             true,
+		"2024-01-02T03:04:05.123456+05:30": true,
+		"2024-01-02t03:04:05z":             true,
+		"2024-01-02T03:04:05":              false,
+		"2024-01-02 03:04:05Z":             false,
+		"2024-01-02":                       false,
+		"2024-13-02T03:04:05Z":             false,
+		"hello":                            false,
+	} {
+		if _, got := ParseTimestamp(s); got != ok {
+			t.Errorf("%q: %v", s, got)
+		}
+	}
+}
+
+func TestIsNumberLiteral(t *testing.T) {
+	t.Parallel()
+	for s, ok := range map[string]bool{"0": true, "-1.5e+10": true, "1E5": true, "01": false, "1.": false, ".5": false, "NaN": false, "1.2.3": false, "+1": false, "": false, "-": false} {
+		if IsNumberLiteral(s) != ok {
+			t.Errorf("%q", s)
+		}
+	}
+}

@@ -1,0 +1,241 @@
+package schema
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+var whRef = TableRef{Schema: "web", Table: "e"}
+
+func batchOf(rows ...[]Col) *Batch {
+	b := &Batch{Tables: []*TableRows{{Table: whRef}}}
+	for i, cols := range rows {
+		id := fmt.Sprintf("m%d", i)
+		all := append([]Col{{"id", strVal(id)}, {"received_at", timeVal(kafkaTS)}}, cols...)
+		b.Tables[0].Rows = append(b.Tables[0].Rows, Row{ID: id, ReceivedAt: kafkaTS, Cols: all})
+	}
+	return b
+}
+
+func apply(w *Warehouse, changes []Change) {
+	for _, ch := range changes {
+		def := w.Table(ch.Table)
+		var cols []ColumnDef
+		if def != nil {
+			cols = def.Cols
+		}
+		w.Set(NewTableDef(ch.Table, append(append([]ColumnDef(nil), cols...), ch.Cols...)))
+	}
+}
+
+func colsOf(def *TableDef) string {
+	var s []string
+	for _, c := range def.Cols {
+		s = append(s, c.Name+" "+c.Type.SQL())
+	}
+	return strings.Join(s, ", ")
+}
+
+func TestPlanNewTableLeadingColumnsAndWidening(t *testing.T) {
+	t.Parallel()
+	num := Value{Kind: KindNumber, Str: "1.5"}
+	integer := Value{Kind: KindInt, Int: 1}
+	b := batchOf(
+		[]Col{{"a", integer}, {"b", integer}, {"c", strVal("x")}},
+		[]Col{{"a", num}, {"b", strVal("y")}, {"d", Value{Kind: KindBool, Bool: true}}},
+		[]Col{{"e", Value{}}}, // NULL makes no column
+	)
+	w := NewWarehouse()
+	changes := Plan(w, b)
+	if len(changes) != 1 || !changes[0].Create {
+		t.Fatalf("changes %+v", changes)
+	}
+	apply(w, changes)
+	want := "id text, received_at timestamp with time zone, uuid_ts timestamp with time zone, a numeric, b text, c text, d boolean"
+	if got := colsOf(w.Table(whRef)); got != want {
+		t.Fatalf("columns\n got %s\nwant %s", got, want)
+	}
+	if again := Plan(w, b); len(again) != 0 {
+		t.Fatalf("second plan %+v", again)
+	}
+	// A later batch appends only the new column, at the end.
+	apply(w, Plan(w, batchOf([]Col{{"z", strVal("1")}, {"a", strVal("not a number")}})))
+	if got := colsOf(w.Table(whRef)); got != want+", z text" {
+		t.Fatalf("after append: %s", got)
+	}
+}
+
+// SPEC §12 example 8.
+func TestSpecExample8PriceCasts(t *testing.T) {
+	t.Parallel()
+	w := NewWarehouse()
+	first := batchOf([]Col{{"price", Value{Kind: KindInt, Int: 10, Str: "10"}}})
+	apply(w, Plan(w, first))
+	if typ, _ := w.Table(whRef).Column("price"); typ != BigInt {
+		t.Fatalf("price is %s", typ)
+	}
+	b := batchOf(
+		[]Col{{"price", Value{Kind: KindNumber, Str: "10.75"}}},
+		[]Col{{"price", strVal("abc")}},
+		[]Col{{"price", strVal("42")}},
+	)
+	if ch := Plan(w, b); len(ch) != 0 {
+		t.Fatalf("no DDL expected, got %+v", ch)
+	}
+	if n := Conform(w, b); n != 1 {
+		t.Fatalf("discarded %d", n)
+	}
+	got := []string{}
+	for _, r := range b.Tables[0].Rows {
+		v := "NULL"
+		for _, c := range r.Cols {
+			if c.Name == "price" {
+				if c.Val.Kind != KindInt {
+					t.Errorf("price kind %v", c.Val.Kind)
+				}
+				v = c.Val.Text()
+			}
+		}
+		got = append(got, v)
+	}
+	if strings.Join(got, ",") != "10,NULL,42" {
+		t.Fatalf("prices %v", got)
+	}
+	d := b.Discards[0]
+	if d.Column != "price" || d.Value != "abc" || d.RowID != "m1" || d.Table != "e" || d.Schema != "web" || !strings.Contains(d.Reason, "bigint") {
+		t.Fatalf("discard %+v", d)
+	}
+}
+
+func TestColumnLimit(t *testing.T) {
+	t.Parallel()
+	var cols []Col
+	for i := 0; i < MaxColumns+20; i++ {
+		cols = append(cols, Col{fmt.Sprintf("p%04d", i), strVal("v")})
+	}
+	b := batchOf(cols)
+	w := NewWarehouse()
+	apply(w, Plan(w, b))
+	if n := len(w.Table(whRef).Cols); n != MaxColumns {
+		t.Fatalf("table has %d columns", n)
+	}
+	// id, received_at, uuid_ts take 3 of the 1,500; id and received_at are
+	// in the row, so 1,500+2 values compete for 1,497 property columns.
+	if n := Conform(w, b); n != MaxColumns+20-(MaxColumns-3) {
+		t.Fatalf("discarded %d", n)
+	}
+	if !strings.Contains(b.Discards[0].Reason, "limit of 1500 columns") {
+		t.Fatalf("reason %q", b.Discards[0].Reason)
+	}
+}
+
+func TestBatchBuilderDedupAndOffsets(t *testing.T) {
+	t.Parallel()
+	dec, _ := NewDecoder(Config{})
+	bb := NewBatchBuilder("g", "owner")
+	bb.Start("web", 0, 100)
+	for i, js := range []string{
+		`{"type":"track","messageId":"dup","userId":"u","event":"E","properties":{"v":1,"名":"x"}}`,
+		`{"type":"track","messageId":"dup","userId":"u","event":"E","properties":{"v":2,"名":"y"}}`,
+		`{"type":"track","messageId":"other","userId":"u","event":"E","properties":{"v":3}}`,
+	} {
+		bb.Add(dec.Decode(&Record{Topic: "web", Partition: 0, Offset: int64(100 + i), Timestamp: kafkaTS, Value: []byte(js)}))
+	}
+	bb.Add(dec.Decode(&Record{Topic: "web", Partition: 3, Offset: 7, Timestamp: kafkaTS, Value: []byte(`nope`)}))
+	b := bb.Batch()
+	if bb.Rows() != 4 {
+		t.Fatalf("rows %d", bb.Rows())
+	}
+	for _, tr := range b.Tables {
+		if tr.Table.Table == "e" && tr.Rows[0].Cols[len(tr.Rows[0].Cols)-1].Val.Int != 1 {
+			t.Fatalf("first copy must win: %+v", tr.Rows[0])
+		}
+	}
+	if len(b.Discards) != 1 || b.Discards[0].Value != "x" {
+		t.Fatalf("discards of the dropped duplicate must go with it: %+v", b.Discards)
+	}
+	if len(b.Rejected) != 1 || b.Records != 4 {
+		t.Fatalf("rejected %d records %d", len(b.Rejected), b.Records)
+	}
+	want := []OffsetAdvance{{"web", 0, 100, 103}, {"web", 3, -1, 8}}
+	if fmt.Sprint(b.Offsets) != fmt.Sprint(want) {
+		t.Fatalf("offsets %v want %v", b.Offsets, want)
+	}
+}
+
+// users merge: the result does not depend on arrival order (SPEC §11, §12
+// example 3), both inside one batch and across batches.
+func TestUsersMergeOrderIndependent(t *testing.T) {
+	t.Parallel()
+	dec, _ := NewDecoder(Config{})
+	msgs := []string{
+		`{"type":"identify","messageId":"i1","userId":"u1","receivedAt":"2024-01-01T00:00:01Z","traits":{"first_time_shopper":true,"plan":"free"}}`,
+		`{"type":"identify","messageId":"i2","userId":"u1","receivedAt":"2024-01-01T00:00:02Z","traits":{"total_revenue_180_days":450.5,"plan":null}}`,
+		`{"type":"identify","messageId":"i3","userId":"u1","receivedAt":"2024-01-01T00:00:03Z","traits":{"plan":"pro"},"context":{"ip":"9.9.9.9"}}`,
+		`{"type":"identify","messageId":"i4","userId":"u1","receivedAt":"2024-01-01T00:00:00Z","traits":{"plan":"oldest","first_time_shopper":false}}`,
+	}
+	render := func(cols []Col) string {
+		m := map[string]string{}
+		for _, c := range cols {
+			m[c.Name] = c.Val.Text()
+		}
+		return fmt.Sprint(m)
+	}
+	var want string
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := 0; trial < 24; trial++ {
+		order := rng.Perm(len(msgs))
+		// In one batch.
+		bb := NewBatchBuilder("g", "o")
+		var stored []Col
+		var storedKeys map[string]string
+		for i, k := range order {
+			d := dec.Decode(&Record{Topic: "web", Offset: int64(i), Timestamp: kafkaTS, Value: []byte(msgs[k])})
+			bb.Add(d)
+			// Across batches: one message per batch through MergeRow.
+			for _, r := range d.Rows {
+				if r.Merge {
+					keys := map[string]string{}
+					for _, c := range r.Row.Cols {
+						keys[c.Name] = r.Row.Key
+					}
+					stored, storedKeys = MergeRow(stored, storedKeys, r.Row, keys)
+				}
+			}
+		}
+		var users *TableRows
+		for _, tr := range bb.Batch().Tables {
+			if tr.Merge {
+				users = tr
+			}
+		}
+		if len(users.Rows) != 1 {
+			t.Fatalf("users rows %d", len(users.Rows))
+		}
+		inBatch := render(users.Rows[0].Cols)
+		across := render(stored)
+		if want == "" {
+			want = inBatch
+			for _, s := range []string{"first_time_shopper:true", "plan:pro", "total_revenue_180_days:450.5", "context_ip:9.9.9.9", "received_at:2024-01-01T00:00:03Z"} {
+				if !strings.Contains(want, s) {
+					t.Fatalf("merged row %s lacks %s", want, s)
+				}
+			}
+		}
+		if inBatch != want || across != want {
+			t.Fatalf("order %v:\n in batch %s\n across   %s\n want     %s", order, inBatch, across, want)
+		}
+	}
+}
+
+func TestMergeKeyOrdersByTimeThenID(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)
+	t1 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	if !(MergeKey(t0, "z") < MergeKey(t1, "a")) || !(MergeKey(t1, "a") < MergeKey(t1, "b")) {
+		t.Fatal("keys out of order")
+	}
+}
