@@ -74,6 +74,9 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 			writeKey:     obj.Get("writeKey"),
 		}
 		msgs, _ := batch.Array()
+		if len(msgs) == 0 {
+			return reject(`"batch" is empty`)
+		}
 		for i, m := range msgs {
 			if err := d.message(st, rec, out, m, &env, i); err != nil {
 				out.Rejected = append(out.Rejected, Rejected{

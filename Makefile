@@ -1,0 +1,51 @@
+# segwarehouse — see README.md. Every target is .PHONY.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+BIN       := bin/segwarehouse
+# Pinned tool versions (one place).
+HELM      := $(GO) run helm.sh/helm/v3/cmd/helm@v3.22.0
+FUZZTIME  ?= 10s
+TESTFLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: all build run dev test unit fuzz e2e bench lint docker clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/segwarehouse
+
+# The main job on the embedded default: kfake broker on 127.0.0.1:9092,
+# sample events, the local Postgres (or a throwaway one). Ctrl-C stops it.
+run: build
+	./$(BIN) dev
+
+dev: run
+
+# Everything: vet, unit and Postgres tests (race detector), short fuzz runs,
+# the e2e suite against the built binary.
+test: lint unit fuzz e2e
+
+unit:
+	$(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /e2e)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzSnake$$' -fuzztime $(FUZZTIME) ./schema
+	$(GO) test -run '^$$' -fuzz '^FuzzColumnName$$' -fuzztime $(FUZZTIME) ./schema
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./schema
+
+e2e: build
+	SEGWH_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./e2e/...
+
+bench:
+	$(GO) run ./cmd/segwarehouse-bench
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+docker:
+	docker build --build-arg VERSION=$(VERSION) -t segwarehouse:$(VERSION) .
+
+clean:
+	rm -rf bin
