@@ -17,6 +17,11 @@ type Sink interface {
 	Claim(ctx context.Context, group, owner string, partitions map[string][]int32) (map[string]map[int32]int64, error)
 	// Load writes the batch and advances its offsets in one transaction.
 	// Errors are classified by the interfaces below.
+	//
+	// Load must treat b as read-only: its rows share column slices with
+	// the decoded records, and after a poison error the consumer builds
+	// smaller batches from the same records. ctx ends SHUTDOWN_TIMEOUT
+	// after shutdown began; Load must then roll back and return.
 	Load(ctx context.Context, b *schema.Batch) error
 }
 

@@ -1,0 +1,556 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/segwarehouse/segwarehouse/consumer"
+	"github.com/segwarehouse/segwarehouse/internal/kafkatest"
+	"github.com/segwarehouse/segwarehouse/schema"
+)
+
+var envLog = os.Getenv("SEGWH_TEST_LOG") == "1"
+
+// TestBasicFlow loads 6 partitions, with bad records and a source header,
+// and checks every invariant and the stats.
+func TestBasicFlow(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 6)
+	w.watchCommits()
+	const n = 900
+	w.produce("m", n, func(i int, r *kgo.Record) {
+		switch {
+		case i%50 == 7:
+			r.Value = []byte(`not json`)
+		case i%3 == 0:
+			r.Headers = []kgo.RecordHeader{{Key: "x-source", Value: []byte("web")}}
+		}
+	})
+	r := w.start("a", w.config(), consumer.WithSourceHeader("x-source"))
+	w.waitCaughtUp()
+	kafkatest.Eventually(t, 10*time.Second, "lag 0 on every partition", func() (bool, string) {
+		st := r.c.Stats()
+		if len(st.Lag) != 6 {
+			return false, fmt.Sprint(st.Lag)
+		}
+		for _, l := range st.Lag {
+			if l.Lag != 0 {
+				return false, fmt.Sprint(st.Lag)
+			}
+		}
+		return true, ""
+	})
+	if err := r.c.Ready(); err != nil {
+		t.Errorf("Ready: %v", err)
+	}
+	r.stop(t)
+	w.check(w.allProduced())
+
+	st := r.c.Stats()
+	bad := 0
+	for i := range n {
+		if i%50 == 7 {
+			bad++
+		}
+	}
+	web := 0
+	for i := range n {
+		if i%50 != 7 && i%3 == 0 {
+			web++
+		}
+	}
+	if st.Records != n || st.Rejected != int64(bad) || st.Messages != int64(n-bad) {
+		t.Errorf("stats records %d rejected %d messages %d; want %d, %d, %d", st.Records, st.Rejected, st.Messages, n, bad, n-bad)
+	}
+	if st.Rows["web.events"] != int64(web) || st.Rows["src.events"] != int64(n-bad-web) {
+		t.Errorf("stats rows %v; want web.events %d, src.events %d", st.Rows, web, n-bad-web)
+	}
+	if st.Batches == 0 || st.Rebalances == 0 || st.LastFlush <= 0 {
+		t.Errorf("stats %+v: want batches, rebalances and a last flush duration", st)
+	}
+}
+
+// TestFlushTriggers checks that each trigger alone ends flushes: with the
+// other two out of reach, every flush before shutdown met its trigger.
+func TestFlushTriggers(t *testing.T) {
+	t.Parallel()
+	pad := strings.Repeat("x", 80)
+	tests := []struct {
+		name    string
+		mut     func(*consumer.Config)
+		n       int
+		waitFor int // records loaded before checking (the rest may wait for the trigger)
+		ok      func(b loadedBatch, cfg consumer.Config) bool
+	}{
+		{
+			name:    "rows",
+			mut:     func(c *consumer.Config) { c.FlushRows = 25; c.FlushInterval = time.Hour },
+			n:       300,
+			waitFor: 300 - 24,
+			ok:      func(b loadedBatch, c consumer.Config) bool { return b.rows >= c.FlushRows },
+		},
+		{
+			name:    "bytes",
+			mut:     func(c *consumer.Config) { c.FlushBytes = 2000; c.FlushInterval = time.Hour },
+			n:       300,
+			waitFor: 300 - 2000/90,
+			ok:      func(b loadedBatch, c consumer.Config) bool { return b.bytes >= c.FlushBytes && b.rows < c.FlushRows },
+		},
+		{
+			name:    "interval",
+			mut:     func(c *consumer.Config) { c.FlushRows = 1 << 20; c.FlushBytes = 1 << 30; c.FlushInterval = 50 * time.Millisecond },
+			n:       40,
+			waitFor: 40,
+			ok:      func(b loadedBatch, c consumer.Config) bool { return b.rows < c.FlushRows && b.bytes < c.FlushBytes },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, 1)
+			w.watchCommits()
+			w.produce("m", tt.n, func(i int, r *kgo.Record) {
+				id := fmt.Sprintf("m-%d", i)
+				r.Value = []byte(`{"id":"` + id + `","pad":"` + pad[:88-len(id)-len(`{"id":"","pad":""}`)] + `"}`)
+			})
+			cfg := w.config()
+			tt.mut(&cfg)
+			r := w.start("a", cfg)
+			w.waitLoaded(tt.waitFor)
+			w.sink.mu.Lock()
+			for i, b := range w.sink.batches {
+				if !tt.ok(b, cfg) {
+					t.Errorf("flush %d (%d records, %d rows, %d bytes) was not ended by %s", i, b.records, b.rows, b.bytes, tt.name)
+				}
+			}
+			w.sink.mu.Unlock()
+			r.stop(t) // flushes the rest
+			w.check(w.allProduced())
+		})
+	}
+}
+
+// TestStartFrom checks where a partition without a stored offset starts.
+func TestStartFrom(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	old, recent := now.Add(-3*time.Hour), now.Add(-time.Hour)
+	tests := []struct {
+		name      string
+		startFrom string
+		wantOld   bool // records stamped 3h ago are loaded
+		latest    bool
+	}{
+		{name: "earliest", startFrom: "earliest", wantOld: true},
+		{name: "latest", startFrom: "latest", latest: true},
+		{name: "timestamp", startFrom: now.Add(-2 * time.Hour).UTC().Format(time.RFC3339)},
+		{name: "relative hours", startFrom: "2 hours ago"},
+		{name: "relative days", startFrom: "1 day ago", wantOld: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, 2)
+			w.watchCommits()
+			w.produce("old", 10, func(_ int, r *kgo.Record) { r.Timestamp = old })
+			w.produce("recent", 10, func(_ int, r *kgo.Record) { r.Timestamp = recent })
+			cfg := w.config()
+			cfg.StartFrom = tt.startFrom
+			r := w.start("a", cfg)
+			if tt.latest {
+				// Keep producing until the consumer, positioned at the end
+				// at some moment, has loaded something.
+				kafkatest.Eventually(t, 30*time.Second, "a record produced after start loaded", func() (bool, string) {
+					if w.sink.loadedCount() > 0 {
+						return true, ""
+					}
+					w.produce("new", 2, nil)
+					time.Sleep(20 * time.Millisecond)
+					return false, "nothing loaded"
+				})
+			}
+			w.waitCaughtUp()
+			r.stop(t)
+
+			want := make(map[int32][]produced)
+			stored := w.sink.storedOf(w.topic)
+			for p, recs := range w.allProduced() {
+				for _, pr := range recs {
+					isOld := strings.HasPrefix(pr.id, "old-")
+					switch {
+					case tt.latest && !strings.HasPrefix(pr.id, "new-"):
+					case tt.latest:
+						// A suffix of the new records: from the first one loaded.
+						if w.loadedOffset(p, pr.offset) || len(want[p]) > 0 {
+							want[p] = append(want[p], pr)
+						}
+					case isOld && !tt.wantOld:
+					default:
+						want[p] = append(want[p], pr)
+					}
+				}
+				if len(want[p]) == 0 {
+					if _, ok := stored[p]; ok {
+						t.Errorf("partition %d: nothing to load but Postgres holds %d", p, stored[p])
+					}
+				}
+			}
+			w.check(want)
+		})
+	}
+}
+
+func (w *world) loadedOffset(p int32, off int64) bool {
+	w.sink.mu.Lock()
+	defer w.sink.mu.Unlock()
+	for _, o := range w.sink.seq[tpk{w.topic, p}] {
+		if o == off {
+			return true
+		}
+	}
+	return false
+}
+
+// TestResumeFromPostgres proves the start offset comes from the sink, not
+// from Kafka: Kafka's committed offsets are set to other values (one
+// behind, one at the end) and only the records after Postgres's offsets
+// are loaded; Kafka's offsets are then brought in line.
+func TestResumeFromPostgres(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	w.produce("m", 40, nil)
+	all := w.allProduced()
+	w.sink.stored[tpk{w.topic, 0}] = 5
+	w.sink.stored[tpk{w.topic, 1}] = 12
+	kafkatest.CommitOffsets(t, w.addrs, w.group, w.topic, map[int32]int64{0: 0, 1: 20})
+	w.watchCommits()
+	// Seeded offsets must not look like loads in check.
+	want := map[int32][]produced{0: all[0][5:], 1: all[1][12:]}
+
+	r := w.start("a", w.config())
+	w.waitCaughtUp()
+	r.stop(t)
+	w.check(want)
+}
+
+// TestRebalance runs three consumers in one group while producing: one
+// joins early, one later, and the first leaves; every record is loaded
+// exactly once.
+func TestRebalance(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 6)
+	w.watchCommits()
+	cfg := w.config()
+	cfg.FlushRows = 50
+	a := w.start("a", cfg)
+	var b, c *runner
+	for round := range 10 {
+		w.produce("m", 200, nil)
+		switch round {
+		case 2:
+			b = w.start("b", cfg)
+		case 4:
+			c = w.start("c", cfg)
+		case 7:
+			a.stop(t)
+		}
+		time.Sleep(100 * time.Millisecond) // pacing, so that rounds overlap consumption
+	}
+	w.waitCaughtUp()
+	b.stop(t)
+	c.stop(t)
+	w.check(w.allProduced())
+	if a.c.Stats().Rebalances < 2 {
+		t.Errorf("consumer a saw %d assignments; want a rebalance", a.c.Stats().Rebalances)
+	}
+}
+
+// TestZombieFenced holds a flush open in the sink while its partition moves
+// to another consumer; when it is let go the fence refuses it, its consumer
+// restarts from Postgres, and nothing is loaded twice.
+func TestZombieFenced(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	w.watchCommits()
+	cfg := w.config()
+	cfg.FlushInterval = 200 * time.Millisecond // so that a flush covers both partitions
+	w.produce("m", 20, nil)
+	a := w.start("a", cfg, consumer.WithOwner("A"))
+	w.waitLoaded(20)
+
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
+		if b.Owner == "A" && len(b.Offsets) == 2 {
+			once.Do(func() {
+				close(blocked)
+				<-release
+			})
+		}
+		return nil
+	})
+	kafkatest.Eventually(t, 30*time.Second, "a flush of A covering both partitions held in the sink", func() (bool, string) {
+		select {
+		case <-blocked:
+			return true, ""
+		default:
+		}
+		w.produce("m", 2, nil)
+		time.Sleep(50 * time.Millisecond)
+		return false, "not yet"
+	})
+
+	b := w.start("b", cfg, consumer.WithOwner("B"))
+	kafkatest.Eventually(t, 30*time.Second, "B owning a partition in Postgres", func() (bool, string) {
+		return w.sink.ownerOf(w.topic, 0) == "B" || w.sink.ownerOf(w.topic, 1) == "B", "not yet"
+	})
+	close(release)
+	kafkatest.Eventually(t, 30*time.Second, "A's held flush fenced", func() (bool, string) {
+		return w.sink.fencedCount() > 0, "not fenced"
+	})
+	w.produce("m", 40, nil)
+	w.waitCaughtUp()
+	a.stop(t)
+	b.stop(t)
+	w.check(w.allProduced())
+}
+
+// TestRetryableErrors makes the sink fail; the flush is retried until it
+// lands, nothing is lost, and Ready reports the failure meanwhile.
+func TestRetryableErrors(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 3)
+	w.watchCommits()
+	var c atomic.Pointer[consumer.Consumer]
+	var calls atomic.Int32
+	readyErrs := make(chan error, 10)
+	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
+		n := calls.Add(1)
+		if n > 1 && n <= 4 {
+			readyErrs <- c.Load().Ready() // after a failed attempt
+		}
+		if n <= 3 {
+			return fmt.Errorf("loading: %w", errDown)
+		}
+		return nil
+	})
+	w.produce("m", 300, nil)
+	r := w.start("a", w.config())
+	c.Store(r.c)
+	w.waitCaughtUp()
+	for range 3 {
+		if err := <-readyErrs; err == nil || !strings.Contains(err.Error(), "sink failing") {
+			t.Errorf("Ready during retries = %v; want a sink failure", err)
+		}
+	}
+	kafkatest.Eventually(t, 10*time.Second, "ready after recovery", func() (bool, string) {
+		err := r.c.Ready()
+		return err == nil, fmt.Sprint(err)
+	})
+	if st := r.c.Stats(); st.Retries < 3 {
+		t.Errorf("stats retries %d, want ≥ 3", st.Retries)
+	}
+	r.stop(t)
+	w.check(w.allProduced())
+}
+
+// TestPoisonIsolated makes the sink refuse three records; each is isolated,
+// rejected with the sink's error and its raw value, and its neighbours load.
+func TestPoisonIsolated(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	w.watchCommits()
+	poison := map[int]bool{17: true, 18: true, 150: true}
+	w.produce("m", 200, func(i int, r *kgo.Record) {
+		if poison[i] {
+			r.Value = []byte(fmt.Sprintf(`{"id":"poison-%d"}`, i))
+		}
+	})
+	r := w.start("a", w.config())
+	w.waitCaughtUp()
+	r.stop(t)
+	w.check(w.allProduced())
+
+	w.sink.mu.Lock()
+	defer w.sink.mu.Unlock()
+	if len(w.sink.rejected) != len(poison) {
+		t.Fatalf("rejected %d records, want %d: %+v", len(w.sink.rejected), len(poison), w.sink.rejected)
+	}
+	for _, rj := range w.sink.rejected {
+		if !strings.HasPrefix(string(rj.Raw), `{"id":"poison-`) || !strings.Contains(rj.Reason, "invalid input syntax") {
+			t.Errorf("rejected %+v: want the raw poison record and the sink's error as reason", rj)
+		}
+	}
+	if st := r.c.Stats(); st.Rejected != int64(len(poison)) {
+		t.Errorf("stats rejected %d, want %d", st.Rejected, len(poison))
+	}
+}
+
+// TestShutdownRestart stops a consumer mid-stream, checks that its final
+// offsets are in Kafka, and lets another finish: nothing lost or doubled.
+func TestShutdownRestart(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 6)
+	w.watchCommits()
+	cfg := w.config()
+	cfg.FlushRows = 40
+	w.produce("m", 1500, nil)
+	a := w.start("a", cfg)
+	w.waitLoaded(300)
+	a.stop(t)
+
+	stored := w.sink.storedOf(w.topic)
+	committed := kafkatest.CommittedOffsets(t, w.addrs, w.group, w.topic)
+	for p, off := range stored {
+		if committed[p] != off {
+			t.Errorf("after shutdown, partition %d: Kafka committed %d, Postgres holds %d", p, committed[p], off)
+		}
+	}
+
+	w.produce("m", 300, nil)
+	b := w.start("b", cfg)
+	w.waitCaughtUp()
+	b.stop(t)
+	w.check(w.allProduced())
+}
+
+// TestKafkaFaults injects broker failures with kfake's ControlKey on Fetch
+// and OffsetCommit; the invariants hold.
+func TestKafkaFaults(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		inject func(w *world)
+	}{
+		{
+			name: "fetch connection closed",
+			inject: func(w *world) {
+				var n atomic.Int32
+				w.cluster.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+					w.cluster.KeepControl()
+					if k := n.Add(1); k%4 == 0 && k < 40 {
+						return nil, errors.New("injected fetch failure"), true
+					}
+					return nil, nil, false
+				})
+			},
+		},
+		{
+			name: "fetch partition errors",
+			inject: func(w *world) {
+				var n atomic.Int32
+				w.cluster.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+					w.cluster.KeepControl()
+					req := kreq.(*kmsg.FetchRequest)
+					if k := n.Add(1); k%3 != 0 || k > 30 || len(req.Topics) == 0 {
+						return nil, nil, false
+					}
+					resp := req.ResponseKind().(*kmsg.FetchResponse)
+					for _, rt := range req.Topics {
+						st := kmsg.NewFetchResponseTopic()
+						st.Topic, st.TopicID = rt.Topic, rt.TopicID
+						for _, rp := range rt.Partitions {
+							sp := kmsg.NewFetchResponseTopicPartition()
+							sp.Partition = rp.Partition
+							sp.ErrorCode = kerr.NotLeaderForPartition.Code
+							st.Partitions = append(st.Partitions, sp)
+						}
+						resp.Topics = append(resp.Topics, st)
+					}
+					return resp, nil, true
+				})
+			},
+		},
+		{
+			name: "offset commit errors",
+			inject: func(w *world) {
+				var n atomic.Int32
+				w.cluster.ControlKey(int16(kmsg.OffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+					w.cluster.KeepControl()
+					req := kreq.(*kmsg.OffsetCommitRequest)
+					if k := n.Add(1); k%2 != 0 || k > 12 {
+						return nil, nil, false
+					}
+					resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+					for _, rt := range req.Topics {
+						st := kmsg.NewOffsetCommitResponseTopic()
+						st.Topic, st.TopicID = rt.Topic, rt.TopicID
+						for _, rp := range rt.Partitions {
+							sp := kmsg.NewOffsetCommitResponseTopicPartition()
+							sp.Partition = rp.Partition
+							sp.ErrorCode = kerr.UnknownServerError.Code
+							st.Partitions = append(st.Partitions, sp)
+						}
+						resp.Topics = append(resp.Topics, st)
+					}
+					return resp, nil, true
+				})
+			},
+		},
+		{
+			name: "offset commit connection closed",
+			inject: func(w *world) {
+				var n atomic.Int32
+				w.cluster.ControlKey(int16(kmsg.OffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+					w.cluster.KeepControl()
+					if k := n.Add(1); k%3 == 1 && k < 15 {
+						return nil, errors.New("injected commit failure"), true
+					}
+					return nil, nil, false
+				})
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, 3)
+			w.watchCommits() // first, so that it sees every commit
+			tt.inject(w)
+			cfg := w.config()
+			cfg.FlushRows = 30
+			r := w.start("a", cfg)
+			for range 5 {
+				w.produce("m", 100, nil)
+				time.Sleep(50 * time.Millisecond)
+			}
+			w.waitCaughtUp()
+			r.stop(t)
+			w.check(w.allProduced())
+		})
+	}
+}
+
+// TestClaimRetried makes Claim fail a few times: the assignment waits for
+// Postgres, readiness says why, and loading then proceeds.
+func TestClaimRetried(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	w.watchCommits()
+	var n atomic.Int32
+	w.sink.claimErr = func() error {
+		if n.Add(1) <= 2 {
+			return errDown
+		}
+		return nil
+	}
+	w.produce("m", 50, nil)
+	r := w.start("a", w.config())
+	w.waitCaughtUp()
+	r.stop(t)
+	w.check(w.allProduced())
+	if st := r.c.Stats(); st.Retries < 2 {
+		t.Errorf("stats retries %d, want ≥ 2", st.Retries)
+	}
+}

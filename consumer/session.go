@@ -1,0 +1,650 @@
+package consumer
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sourcegraph/conc"
+	"github.com/sourcegraph/conc/pool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/segwarehouse/segwarehouse/schema"
+)
+
+// leaveTimeout bounds leaving the group when a session ends.
+const leaveTimeout = 5 * time.Second
+
+var errClientClosed = errors.New("kafka client closed unexpectedly")
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+func (k tp) less(o tp) int {
+	return cmp.Or(cmp.Compare(k.topic, o.topic), cmp.Compare(k.partition, o.partition))
+}
+
+// part is one owned partition. A new part (new pointer) is made at every
+// claim, so a flight that outlives its partition's ownership can tell.
+type part struct {
+	tp
+	base    int64 // From of the partition's next batch: Postgres's offset once the flight in the air lands; -1 none stored
+	stored  int64 // the offset Postgres holds, as far as this session knows; -1 none
+	first   int64 // first offset fetched, for lag while nothing is stored; -1 none
+	hwm     int64 // high watermark of the last fetch; -1 unknown
+	pending []pending
+	rows    int
+	bytes   int
+	since   time.Time // arrival of the oldest pending record
+}
+
+// pending is one decoded record waiting for its flush. raw and ts are kept
+// to reject the record if Postgres refuses it.
+type pending struct {
+	d   *schema.Decoded
+	raw []byte
+	ts  time.Time
+}
+
+// session is one Kafka client's life: join, consume, leave. A fenced flush
+// ends it; Run starts a new one, which re-claims every partition.
+type session struct {
+	c  *Consumer
+	cl *kgo.Client
+
+	// flightCtx bounds Load, Claim-independent work and commits; it ends
+	// ShutdownTimeout after Run's ctx, or when the session is torn down
+	// on an error.
+	flightCtx    context.Context
+	cancelFlight context.CancelFunc
+	flights      conc.WaitGroup // the flusher goroutines (at most one at a time)
+	loaded       atomic.Bool    // a flush landed in this session
+
+	// commitMu orders Kafka commits (flights, revocations, shutdown) so
+	// that an older offset never overtakes a newer one.
+	commitMu sync.Mutex
+
+	mu           sync.Mutex // guards everything below; never held across I/O
+	parts        map[tp]*part
+	flight       *flight // the flush in the air, nil if none; only run sets and clears it
+	dirty        map[tp]int64
+	commitFailed bool               // the last commit failed: no commit-only flight until data flows
+	wake         context.CancelFunc // cancels the poll in progress
+	pendRecords  int
+	pendRows     int
+	pendBytes    int
+	fetchErrs    map[tp]string // last fetch error logged per partition, to log changes only
+}
+
+func (c *Consumer) newSession(flushCtx context.Context) (*session, error) {
+	s := &session{
+		c:         c,
+		parts:     make(map[tp]*part),
+		dirty:     make(map[tp]int64),
+		fetchErrs: make(map[tp]string),
+	}
+	s.flightCtx, s.cancelFlight = context.WithCancel(flushCtx)
+	opts := slices.Clone(c.clientOpts)
+	opts = append(opts,
+		kgo.ConsumerGroup(c.cfg.Group),
+		kgo.ConsumeTopics(c.cfg.Topics...),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.SessionTimeout(c.cfg.SessionTimeout),
+		kgo.RebalanceTimeout(c.cfg.RebalanceTimeout),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Only used when a fetch offset is out of range (Postgres holds
+		// an offset that retention deleted): start at the log start. A
+		// fresh partition's start comes from AdjustFetchOffsetsFn.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.AdjustFetchOffsetsFn(s.adjust),
+		kgo.OnPartitionsAssigned(s.assigned),
+		kgo.OnPartitionsRevoked(s.revoked),
+		kgo.OnPartitionsLost(s.lost),
+		kgo.WithLogger(kgoLogger{c.log}),
+	)
+	if c.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
+	}
+	opts = append(opts, c.extra...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		s.cancelFlight()
+		return nil, fmt.Errorf("creating the Kafka client: %w", err)
+	}
+	s.cl = cl
+	c.setSession(s)
+	return s, nil
+}
+
+// run is the poll loop. It returns nil after a clean shutdown, a fenced
+// error to restart the session, or a fatal error.
+func (s *session) run(ctx context.Context) error {
+	defer s.teardown()
+	for {
+		if ctx.Err() != nil {
+			return s.shutdown()
+		}
+		if err := s.reap(); err != nil {
+			return err
+		}
+		s.maybeFlush(false)
+		if f := s.mustWait(); f != nil {
+			// The next batch is full and the flusher busy: stop polling
+			// (bounding memory) until the flight lands. Rebalances may
+			// run meanwhile; nothing polled is held.
+			select {
+			case <-ctx.Done():
+			case <-f.done:
+			}
+			continue
+		}
+		fetches := s.poll(ctx)
+		err := s.handle(fetches)
+		s.cl.AllowRebalance()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// teardown ends the session: the flight (if any) is cancelled and waited
+// for, the state dropped, the group left and the client closed. It runs on
+// Run's goroutine, never in a callback.
+func (s *session) teardown() {
+	s.cancelFlight()
+	s.flights.Wait()
+	s.mu.Lock()
+	clear(s.parts)
+	clear(s.dirty)
+	s.pendRecords, s.pendRows, s.pendBytes = 0, 0, 0
+	s.mu.Unlock()
+	s.cl.AllowRebalance()
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	if err := s.cl.LeaveGroupContext(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		s.c.log.Info("leaving the consumer group", "err", err)
+	}
+	cancel()
+	s.cl.Close()
+	s.c.setJoined(false)
+}
+
+// shutdown runs once Run's ctx is cancelled: no more polling; the flight in
+// the air lands, what is pending is flushed, offsets are committed, all
+// under flightCtx (ShutdownTimeout).
+func (s *session) shutdown() error {
+	s.cl.AllowRebalance()
+	if f := s.current(); f != nil {
+		<-f.done
+	}
+	err := s.reap()
+	switch {
+	case isFenced(err):
+		return nil // nothing pending is ours to load; the next owner reads Postgres
+	case err != nil && s.flightCtx.Err() == nil:
+		return err
+	case err == nil:
+		s.maybeFlush(true)
+		if f := s.current(); f != nil {
+			<-f.done
+			err = s.reap()
+			if err != nil && !isFenced(err) && s.flightCtx.Err() == nil {
+				return err
+			}
+		}
+	}
+	if err != nil && !isFenced(err) {
+		s.c.log.Warn("shutdown timeout reached before the final flush landed; its records are re-read from Postgres's offsets on restart", "err", err, "dur", s.c.cfg.ShutdownTimeout)
+		return nil
+	}
+	s.commitDirty(s.flightCtx)
+	return nil
+}
+
+func (s *session) current() *flight {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flight
+}
+
+// reap clears a landed flight and returns its error.
+func (s *session) reap() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.flight
+	if f == nil || !f.landed() {
+		return nil
+	}
+	s.flight = nil
+	return f.err
+}
+
+// mustWait returns the flight to wait for when the next batch is full.
+func (s *session) mustWait() *flight {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flight != nil && (s.pendRows >= s.c.cfg.FlushRows || s.pendBytes >= s.c.cfg.FlushBytes) {
+		return s.flight
+	}
+	return nil
+}
+
+// maybeFlush starts a flight when no flight is in the air and the pending
+// records are due (or force), or when Kafka lacks offsets Postgres holds.
+func (s *session) maybeFlush(force bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flight != nil {
+		return
+	}
+	now := time.Now()
+	cfg := &s.c.cfg
+	due := s.pendRecords > 0 && (force ||
+		s.pendRows >= cfg.FlushRows ||
+		s.pendBytes >= cfg.FlushBytes ||
+		now.Sub(s.oldestLocked()) >= cfg.FlushInterval)
+	if !due && (len(s.dirty) == 0 || s.commitFailed) {
+		return
+	}
+	f := &flight{start: now, done: make(chan struct{})}
+	if due {
+		f.chunks = s.takeLocked()
+		s.c.flightBegan(now)
+	}
+	s.flight = f
+	s.flights.Go(func() { s.fly(f) })
+}
+
+// takeLocked moves every pending record into chunks, one per partition in
+// (topic, partition) order, and advances each partition's base.
+func (s *session) takeLocked() []chunk {
+	keys := make([]tp, 0, len(s.parts))
+	for k, p := range s.parts {
+		if len(p.pending) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, tp.less)
+	chunks := make([]chunk, 0, len(keys))
+	for _, k := range keys {
+		p := s.parts[k]
+		chunks = append(chunks, chunk{p: p, from: p.base, recs: p.pending})
+		p.base = p.pending[len(p.pending)-1].d.Pos.Offset + 1
+		p.pending, p.rows, p.bytes = nil, 0, 0
+	}
+	s.pendRecords, s.pendRows, s.pendBytes = 0, 0, 0
+	return chunks
+}
+
+func (s *session) oldestLocked() time.Time {
+	var t time.Time
+	for _, p := range s.parts {
+		if len(p.pending) > 0 && (t.IsZero() || p.since.Before(t)) {
+			t = p.since
+		}
+	}
+	return t
+}
+
+// dropPendingLocked forgets a partition's pending records.
+func (s *session) dropPendingLocked(p *part) {
+	s.pendRecords -= len(p.pending)
+	s.pendRows -= p.rows
+	s.pendBytes -= p.bytes
+	p.pending, p.rows, p.bytes = nil, 0, 0
+}
+
+// poll waits for records, for the oldest pending record's flush deadline
+// (when no flight is in the air), or for a wake-up (a flight landed, a
+// claim wants its offsets committed).
+func (s *session) poll(ctx context.Context) kgo.Fetches {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	if s.flight != nil && s.flight.landed() {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.flight == nil && s.pendRecords > 0 {
+		var cancelDeadline context.CancelFunc
+		pctx, cancelDeadline = context.WithDeadline(pctx, s.oldestLocked().Add(s.c.cfg.FlushInterval))
+		defer cancelDeadline()
+	}
+	s.wake = cancel
+	s.mu.Unlock()
+
+	fetches := s.cl.PollRecords(pctx, s.c.cfg.PollRecords)
+
+	s.mu.Lock()
+	s.wake = nil
+	s.mu.Unlock()
+	return fetches
+}
+
+func (s *session) kickLocked() {
+	if s.wake != nil {
+		s.wake()
+	}
+}
+
+// span is one partition's records from one poll.
+type span struct {
+	p    *part
+	recs []*kgo.Record
+	at   int // index of recs[0] in the poll's flat slice
+	hwm  int64
+}
+
+// handle decodes a poll's records in parallel and appends them to their
+// partitions' pending records, in offset order.
+func (s *session) handle(fetches kgo.Fetches) error {
+	if fetches.IsClientClosed() {
+		return errClientClosed
+	}
+	var spans []span
+	var flat []*kgo.Record
+	s.mu.Lock()
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		k := tp{fp.Topic, fp.Partition}
+		if fp.Err != nil {
+			if !errors.Is(fp.Err, context.Canceled) && !errors.Is(fp.Err, context.DeadlineExceeded) {
+				s.fetchErrorLocked(k, fp.Err)
+			}
+			return
+		}
+		delete(s.fetchErrs, k)
+		p := s.parts[k]
+		if p == nil {
+			if len(fp.Records) > 0 {
+				// Cannot happen: fetching starts after the claim. Drop
+				// the records rather than load them unfenced; Postgres's
+				// offset has not moved, so nothing is lost.
+				s.c.log.Error("records for a partition that was never claimed; dropped", "topic", k.topic, "partition", k.partition, "offset", fp.Records[0].Offset)
+			}
+			return
+		}
+		spans = append(spans, span{p: p, recs: fp.Records, at: len(flat), hwm: fp.HighWatermark})
+		flat = append(flat, fp.Records...)
+	})
+	s.mu.Unlock()
+
+	decoded := s.decode(flat)
+	s.c.n.records.Add(int64(len(flat)))
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for _, sp := range spans {
+		p := sp.p
+		if s.parts[p.tp] != p {
+			continue // revoked or re-claimed while decoding; the next owner starts from Postgres
+		}
+		p.hwm = sp.hwm
+		for i, rec := range sp.recs {
+			if p.stored < 0 && p.first < 0 {
+				p.first = rec.Offset
+			}
+			// Never take an offset twice: below base it is in Postgres or
+			// in the air; at or below the last pending it is pending.
+			if (p.base >= 0 && rec.Offset < p.base) ||
+				(len(p.pending) > 0 && rec.Offset <= p.pending[len(p.pending)-1].d.Pos.Offset) {
+				continue
+			}
+			d := decoded[sp.at+i]
+			if len(p.pending) == 0 {
+				p.since = now
+			}
+			p.pending = append(p.pending, pending{d: d, raw: rec.Value, ts: rec.Timestamp})
+			p.rows += len(d.Rows)
+			p.bytes += d.Bytes
+			s.pendRecords++
+			s.pendRows += len(d.Rows)
+			s.pendBytes += d.Bytes
+		}
+	}
+	return nil
+}
+
+func (s *session) fetchErrorLocked(k tp, err error) {
+	if s.fetchErrs[k] == err.Error() {
+		return
+	}
+	s.fetchErrs[k] = err.Error()
+	var ge *kgo.ErrGroupSession
+	if errors.As(err, &ge) {
+		s.c.log.Info("consumer group session ended; rejoining", "err", err)
+		return
+	}
+	s.c.log.Warn("fetching from Kafka", "topic", k.topic, "partition", k.partition, "err", err)
+}
+
+// decode runs the decoder over recs with up to Workers goroutines (one
+// pool per poll), writing results by index so that order is kept.
+func (s *session) decode(recs []*kgo.Record) []*schema.Decoded {
+	out := make([]*schema.Decoded, len(recs))
+	n, w := len(recs), s.c.workers
+	if n < 64 || w <= 1 {
+		for i, r := range recs {
+			out[i] = s.decodeOne(r)
+		}
+		return out
+	}
+	step := (n + w - 1) / w
+	p := pool.New().WithMaxGoroutines(w)
+	for lo := 0; lo < n; lo += step {
+		hi := min(lo+step, n)
+		p.Go(func() {
+			for i := lo; i < hi; i++ {
+				out[i] = s.decodeOne(recs[i])
+			}
+		})
+	}
+	p.Wait()
+	return out
+}
+
+func (s *session) decodeOne(r *kgo.Record) *schema.Decoded {
+	rec := &schema.Record{
+		Topic:     r.Topic,
+		Partition: r.Partition,
+		Offset:    r.Offset,
+		Timestamp: r.Timestamp,
+		Value:     r.Value,
+	}
+	if h := s.c.sourceHeader; h != "" {
+		for _, hd := range r.Headers {
+			if hd.Key == h {
+				rec.SourceHeader = string(hd.Value)
+				break
+			}
+		}
+	}
+	d := s.c.dec.Decode(rec)
+	if d == nil {
+		d = &schema.Decoded{}
+	}
+	d.Pos = rec.Pos()
+	if d.Bytes == 0 {
+		d.Bytes = len(r.Value)
+	}
+	return d
+}
+
+// lag reports Postgres's distance to each fetched partition's high
+// watermark.
+func (s *session) lag() []PartitionLag {
+	s.mu.Lock()
+	m := make(map[tp]int64, len(s.parts))
+	for k, p := range s.parts {
+		if p.hwm < 0 {
+			continue
+		}
+		at := p.stored
+		if at < 0 {
+			at = p.first
+		}
+		if at < 0 {
+			continue
+		}
+		m[k] = max(p.hwm-at, 0)
+	}
+	s.mu.Unlock()
+	return sortedLag(m)
+}
+
+// adjust is kgo's AdjustFetchOffsetsFn. kgo calls it once a session's new
+// partitions' committed offsets are fetched and before it assigns them to
+// the fetcher (consumer_group.go fetchOffsets → assignPartitions), so no
+// record of these partitions is fetched from Kafka's offset: each starts at
+// the offset Postgres holds, or at START_FROM when it holds none. The claim
+// makes this consumer the partitions' owner in Postgres, which fences any
+// earlier owner's flush still in the air. ctx ends when the session starts
+// revoking; a claim that fails until then makes kgo rejoin.
+func (s *session) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	want := make(map[string][]int32, len(offsets))
+	for t, ps := range offsets {
+		for p := range ps {
+			want[t] = append(want[t], p)
+		}
+		slices.Sort(want[t])
+	}
+	stored, err := s.claim(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for t, ps := range want {
+		for _, p := range ps {
+			k := tp{t, p}
+			off, ok := stored[t][p]
+			if ok && off >= 0 {
+				offsets[t][p] = kgo.NewOffset().At(off)
+				s.dirty[k] = off // Kafka may hold another offset; make it match
+				s.c.log.Info("partition assigned; resuming at the offset stored in Postgres", "topic", t, "partition", p, "offset", off)
+			} else {
+				off = -1
+				offsets[t][p] = s.c.start
+				s.c.log.Info("partition assigned; no offset stored in Postgres, starting at SEGWH_START_FROM", "topic", t, "partition", p)
+			}
+			if old := s.parts[k]; old != nil {
+				s.dropPendingLocked(old)
+			}
+			s.parts[k] = &part{tp: k, base: off, stored: off, first: -1, hwm: -1}
+		}
+	}
+	s.commitFailed = false
+	s.kickLocked()
+	s.mu.Unlock()
+	return offsets, nil
+}
+
+// claim calls Sink.Claim, retrying with backoff until it works or ctx ends.
+func (s *session) claim(ctx context.Context, want map[string][]int32) (map[string]map[int32]int64, error) {
+	for attempt := 1; ; attempt++ {
+		stored, err := s.c.sink.Claim(ctx, s.c.cfg.Group, s.c.owner, want)
+		if err == nil {
+			s.c.sinkOK()
+			return stored, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("claiming partitions: %w", err)
+		}
+		d := backoff(attempt)
+		s.c.sinkFailing(err)
+		s.c.log.Info("claiming partitions in Postgres failed; retrying", "err", err, "dur", d)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("claiming partitions: %w", err)
+		case <-t.C:
+		}
+	}
+}
+
+// assigned is OnPartitionsAssigned: kgo calls it at every new group
+// generation, even when nothing new is assigned.
+func (s *session) assigned(context.Context, *kgo.Client, map[string][]int32) {
+	s.c.n.rebalances.Add(1)
+	s.c.setJoined(true)
+}
+
+// revoked is OnPartitionsRevoked: the partitions go to another member once
+// this returns, so their final offsets are committed here.
+func (s *session) revoked(ctx context.Context, _ *kgo.Client, gone map[string][]int32) {
+	s.release(ctx, gone, "revoked")
+}
+
+// lost is OnPartitionsLost: the partitions may already be someone else's.
+func (s *session) lost(ctx context.Context, _ *kgo.Client, gone map[string][]int32) {
+	s.c.setJoined(false)
+	s.release(ctx, gone, "lost")
+}
+
+// release gives partitions up: their pending records are dropped at once
+// (the next owner starts from Postgres's offset), the flight in the air is
+// waited for (at most half the rebalance timeout, so that a stuck flush
+// cannot stall the group: if it lands later it is fenced), and the offsets
+// Postgres holds for them are committed to Kafka. It runs inside kgo's
+// rebalance callbacks, which kgo never runs during join/sync, so the commit
+// cannot wait on the rebalance that waits on it.
+func (s *session) release(ctx context.Context, gone map[string][]int32, how string) {
+	s.mu.Lock()
+	var mine []*part
+	for t, ps := range gone {
+		for _, p := range ps {
+			if pt := s.parts[tp{t, p}]; pt != nil {
+				s.dropPendingLocked(pt)
+				mine = append(mine, pt)
+			}
+		}
+	}
+	f := s.flight
+	s.mu.Unlock()
+	if len(mine) == 0 {
+		return
+	}
+
+	if f != nil && f.covers(mine) {
+		t := time.NewTimer(s.c.cfg.RebalanceTimeout / 2)
+		select {
+		case <-f.done:
+		case <-t.C:
+			s.c.log.Warn("flush still running for partitions being "+how+"; giving them up, the flush will be fenced", "dur", time.Since(f.start).Round(time.Millisecond))
+		}
+		t.Stop()
+	}
+
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	offs := make(map[tp]int64)
+	for _, p := range mine {
+		if s.parts[p.tp] != p {
+			continue
+		}
+		if off, ok := s.dirty[p.tp]; ok && how == "revoked" {
+			offs[p.tp] = off
+		}
+		delete(s.dirty, p.tp)
+		delete(s.parts, p.tp)
+		delete(s.fetchErrs, p.tp)
+		s.c.log.Info("partition "+how, "topic", p.topic, "partition", p.partition, "offset", p.stored)
+	}
+	s.mu.Unlock()
+	if len(offs) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, max(s.c.cfg.RebalanceTimeout/4, time.Second))
+		defer cancel()
+		if err := s.commit(cctx, offs); err != nil {
+			s.c.log.Info("committing offsets of revoked partitions to Kafka", "err", err)
+		}
+	}
+}

@@ -1,0 +1,300 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/segwarehouse/segwarehouse/schema"
+)
+
+// ddlLockTimeout bounds how long a DDL transaction waits for a lock (the
+// advisory lock, or a table an analyst's long query holds): rather than
+// queue every reader of the table behind an ALTER, give up and retry.
+const ddlLockTimeout = "30s"
+
+// maxDDLBytes caps one multi-statement DDL string; a batch's DDL is sent in
+// as few strings as this allows.
+const maxDDLBytes = 1 << 20
+
+// maxChangesPerTx caps the tables one DDL transaction creates or alters:
+// each holds several locks until commit, and Postgres's shared lock table
+// (max_locks_per_transaction × max_connections) is finite.
+const maxChangesPerTx = 500
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// readTables reads the columns of refs from information_schema in one
+// query. Tables that do not exist (or show no columns to the loader) are
+// absent from the result.
+func readTables(ctx context.Context, q querier, refs []schema.TableRef) (map[schema.TableRef]*schema.TableDef, error) {
+	schemas := make([]string, len(refs))
+	tables := make([]string, len(refs))
+	for i, r := range refs {
+		schemas[i], tables[i] = r.Schema, r.Table
+	}
+	rows, err := q.Query(ctx, `SELECT c.table_schema::text, c.table_name::text, c.column_name::text, c.data_type::text
+		FROM information_schema.columns c
+		JOIN unnest($1::text[], $2::text[]) AS t(s, n) ON c.table_schema = t.s AND c.table_name = t.n
+		ORDER BY 1, 2, c.ordinal_position`, schemas, tables)
+	if err != nil {
+		return nil, fmt.Errorf("reading columns of %d tables: %w", len(refs), err)
+	}
+	cols := make(map[schema.TableRef][]schema.ColumnDef)
+	var ref schema.TableRef
+	var name, typ string
+	_, err = pgx.ForEachRow(rows, []any{&ref.Schema, &ref.Table, &name, &typ}, func() error {
+		cols[ref] = append(cols[ref], schema.ColumnDef{Name: name, Type: schema.ParseType(typ)})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading columns of %d tables: %w", len(refs), err)
+	}
+	out := make(map[schema.TableRef]*schema.TableDef, len(cols))
+	for r, c := range cols {
+		out[r] = schema.NewTableDef(r, c)
+	}
+	return out, nil
+}
+
+// prepare makes sure every table and column the batch needs exists and
+// returns the batch's picture of the warehouse: a private Warehouse holding
+// the definitions of the batch's tables (TableDefs are never modified once
+// built, so sharing them with the cache is safe).
+func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*schema.Warehouse, error) {
+	w := schema.NewWarehouse()
+	merge := make(map[schema.TableRef]bool, len(b.Tables))
+	var missing []schema.TableRef
+	l.mu.Lock()
+	for _, tr := range b.Tables {
+		merge[tr.Table] = tr.Merge
+		if d := l.cache.Table(tr.Table); d != nil {
+			w.Set(d)
+		} else {
+			missing = append(missing, tr.Table)
+		}
+	}
+	l.mu.Unlock()
+	if len(missing) > 0 {
+		defs, err := readTables(ctx, l.pool, missing)
+		if err != nil {
+			return nil, err
+		}
+		l.remember(w, defs, merge)
+	}
+	changes := schema.Plan(w, b)
+	// Each round applies up to maxChangesPerTx changes and must shrink the
+	// plan; a plan that does not shrink means the loader cannot see what it
+	// created (information_schema shows only columns it has privileges on).
+	for rounds := len(changes)/maxChangesPerTx + 2; len(changes) > 0; rounds-- {
+		if rounds == 0 {
+			return nil, &ddlError{fmt.Errorf("%s still missing after creating it: the loader must own the tables it writes (ALTER TABLE %s OWNER TO <loader user>;)",
+				changes[0], pgx.Identifier{changes[0].Table.Schema, changes[0].Table.Table}.Sanitize())}
+		}
+		n := min(len(changes), maxChangesPerTx)
+		if err := l.applyDDL(ctx, w, b, changes[:n], merge); err != nil {
+			return nil, &ddlError{err}
+		}
+		changes = schema.Plan(w, b)
+	}
+	return w, nil
+}
+
+// remember records table definitions in the cache and in w.
+func (l *Loader) remember(w *schema.Warehouse, defs map[schema.TableRef]*schema.TableDef, merge map[schema.TableRef]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for r, d := range defs {
+		d.Merge = merge[r]
+		l.cache.Set(d)
+		w.Set(d)
+	}
+}
+
+// forget drops the batch's tables from the cache, so that the next Load
+// reads them again.
+func (l *Loader) forget(b *schema.Batch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, tr := range b.Tables {
+		l.cache.Forget(tr.Table)
+	}
+}
+
+// applyDDL runs changes in one transaction under the DDL advisory lock.
+// Another replica may have made some of them already: the tables are read
+// again under the lock and the batch planned again, so only what is still
+// missing runs. w and the cache are updated with what the tables hold
+// afterwards.
+func (l *Loader) applyDDL(ctx context.Context, w *schema.Warehouse, b *schema.Batch, changes []schema.Change, merge map[schema.TableRef]bool) error {
+	start := time.Now()
+	refs := make([]schema.TableRef, len(changes))
+	want := make(map[schema.TableRef]bool, len(changes))
+	for i, c := range changes {
+		refs[i] = c.Table
+		want[c.Table] = true
+	}
+	var created, added int
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		// One round trip: lock, what schemas exist, what the tables hold now.
+		batch := &pgx.Batch{}
+		batch.Queue("SET LOCAL lock_timeout = '" + ddlLockTimeout + "'")
+		batch.Queue("SELECT pg_advisory_xact_lock($1)", ddlLockKey)
+		schemas := make([]string, 0, 1)
+		seen := make(map[string]bool)
+		for _, r := range refs {
+			if !seen[r.Schema] {
+				seen[r.Schema] = true
+				schemas = append(schemas, r.Schema)
+			}
+		}
+		batch.Queue("SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)", schemas)
+		br := tx.SendBatch(ctx, batch)
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("setting lock_timeout: %w", err)
+		}
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("waiting for the DDL lock: %w", err)
+		}
+		rows, err := br.Query()
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("reading schemas: %w", err)
+		}
+		existing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("reading schemas: %w", err)
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		defs, err := readTables(ctx, tx, refs)
+		if err != nil {
+			return err
+		}
+		l.remember(w, defs, merge)
+		for _, r := range refs {
+			if defs[r] == nil {
+				w.Forget(r)
+			}
+		}
+		// Plan again against what the tables hold under the lock, keeping
+		// only this transaction's share of the changes.
+		var todo []schema.Change
+		for _, c := range schema.Plan(w, b) {
+			if want[c.Table] {
+				todo = append(todo, c)
+			}
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		haveSchema := make(map[string]bool, len(existing))
+		for _, s := range existing {
+			haveSchema[s] = true
+		}
+		var stmts []string
+		for _, c := range todo {
+			if c.Create && !haveSchema[c.Table.Schema] {
+				haveSchema[c.Table.Schema] = true
+				stmts = append(stmts, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{c.Table.Schema}.Sanitize())
+			}
+			stmts = append(stmts, ddlFor(c))
+			if c.Create {
+				created++
+			} else {
+				added += len(c.Cols)
+			}
+		}
+		for _, sql := range joinStatements(stmts, maxDDLBytes) {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return err
+			}
+		}
+		defs, err = readTables(ctx, tx, refs)
+		if err != nil {
+			return err
+		}
+		l.remember(w, defs, merge)
+		return nil
+	})
+	if err != nil {
+		// A failed transaction may have updated the cache from tables it
+		// then rolled back.
+		l.mu.Lock()
+		for _, r := range refs {
+			l.cache.Forget(r)
+		}
+		l.mu.Unlock()
+		return fmt.Errorf("changing %d tables (first %s): %w", len(changes), changes[0], err)
+	}
+	if created > 0 || added > 0 {
+		l.log.Info("warehouse schema changed", "tables_created", created, "columns_added", added, "dur", time.Since(start))
+	}
+	return nil
+}
+
+// ddlFor returns the statement for one change. Every name is quoted.
+func ddlFor(c schema.Change) string {
+	var sb strings.Builder
+	t := pgx.Identifier{c.Table.Schema, c.Table.Table}.Sanitize()
+	if c.Create {
+		sb.WriteString("CREATE TABLE IF NOT EXISTS ")
+		sb.WriteString(t)
+		sb.WriteString(" (")
+		for i, col := range c.Cols {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteString(pgx.Identifier{col.Name}.Sanitize())
+			sb.WriteByte(' ')
+			sb.WriteString(col.Type.SQL())
+			if col.Name == "id" {
+				sb.WriteString(" PRIMARY KEY")
+			}
+		}
+		sb.WriteString(")")
+		return sb.String()
+	}
+	sb.WriteString("ALTER TABLE ")
+	sb.WriteString(t)
+	for i, col := range c.Cols {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(" ADD COLUMN IF NOT EXISTS ")
+		sb.WriteString(pgx.Identifier{col.Name}.Sanitize())
+		sb.WriteByte(' ')
+		sb.WriteString(col.Type.SQL())
+	}
+	return sb.String()
+}
+
+// joinStatements joins statements with ";" into strings of at most max
+// bytes (a single longer statement stands alone).
+func joinStatements(stmts []string, max int) []string {
+	var out []string
+	var sb strings.Builder
+	for _, s := range stmts {
+		if sb.Len() > 0 && sb.Len()+len(s)+2 > max {
+			out = append(out, sb.String())
+			sb.Reset()
+		}
+		if sb.Len() > 0 {
+			sb.WriteString(";\n")
+		}
+		sb.WriteString(s)
+	}
+	if sb.Len() > 0 {
+		out = append(out, sb.String())
+	}
+	return out
+}

@@ -1,0 +1,278 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/segwarehouse/segwarehouse/schema"
+)
+
+// Load writes the batch and advances its offsets in one transaction: DDL
+// first (its own short transaction), then, in the data transaction, the
+// offsets fence, every event table (COPY; producer duplicates dropped, the
+// first copy wins), the users/accounts merges, discards, rejected records
+// and the loads history row. Either all of it commits or none.
+//
+// Load casts b's values to their column types in place and appends the
+// failures to b.Discards (schema.Conform); doing so again on a retry of the
+// same batch changes nothing. Load is safe for concurrent use. Errors are
+// *Error values: Poison() when Postgres refused the data, Fenced() when the
+// partitions moved on, otherwise retryable.
+func (l *Loader) Load(ctx context.Context, b *schema.Batch) (err error) {
+	if len(b.Tables) == 0 && len(b.Offsets) == 0 && len(b.Rejected) == 0 && len(b.Discards) == 0 {
+		return nil
+	}
+	start := time.Now()
+	defer func() {
+		if err != nil {
+			l.forget(b)
+			err = l.wrap(fmt.Sprintf("loading batch of %d records", b.Records), err)
+		}
+	}()
+	w, err := l.prepare(ctx, b)
+	if err != nil {
+		return err
+	}
+	schema.Conform(w, b)
+	st, err := l.write(ctx, w, b, start)
+	if err != nil {
+		return err
+	}
+	l.log.Debug("batch loaded", "records", b.Records, "rows", st.rows, "tables", len(b.Tables),
+		"discards", st.discards, "rejected", len(b.Rejected), "dur", time.Since(start))
+	return nil
+}
+
+type loadStats struct {
+	rows     int
+	perTable map[string]int
+	discards int
+}
+
+// write runs the data transaction.
+func (l *Loader) write(ctx context.Context, w *schema.Warehouse, b *schema.Batch, start time.Time) (st loadStats, err error) {
+	tx, err := l.pool.Begin(ctx)
+	if err != nil {
+		return st, err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		// A fresh context: the caller's may be what failed, and a
+		// connection left mid-transaction is closed by pgx anyway.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+		if stalePlan(err) {
+			// pgx caches statement descriptions per connection; a table
+			// recreated with other column types needs them dropped.
+			_ = tx.Conn().DeallocateAll(rctx)
+		}
+	}()
+
+	uuidTS, err := l.fence(ctx, tx, b)
+	if err != nil {
+		return st, err
+	}
+	st.perTable = make(map[string]int, len(b.Tables))
+	// dropped holds, per event table, the ids of rows dropped as producer
+	// duplicates: their discards are dropped with them.
+	dropped := make(map[schema.TableRef]map[string]bool)
+	for i, tr := range b.Tables {
+		if tr.Merge || len(tr.Rows) == 0 {
+			continue
+		}
+		def := w.Table(tr.Table)
+		n, drop, err := l.copyEvents(ctx, tx, def, tr, uuidTS, i)
+		if err != nil {
+			return st, err
+		}
+		if len(drop) > 0 {
+			dropped[tr.Table] = drop
+		}
+		st.rows += n
+		st.perTable[tr.Table.String()] += n
+	}
+	if err := l.merge(ctx, tx, w, b, uuidTS, &st); err != nil {
+		return st, err
+	}
+	st.discards, err = l.writeTail(ctx, tx, b, dropped, uuidTS, start, st.perTable)
+	if err != nil {
+		return st, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return st, fmt.Errorf("committing: %w", err)
+	}
+	return st, nil
+}
+
+func stalePlan(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && (pg.Code == pgerrcode.InvalidBinaryRepresentation || pg.Code == pgerrcode.FeatureNotSupported)
+}
+
+// fence advances every partition's stored offset, but only where the
+// partition is still owned by b.Owner and holds the offset the batch
+// started from. It runs first in the transaction: the row locks it takes
+// make a zombie loader and the partition's new owner serialise. It returns
+// the transaction's timestamp, used as every row's uuid_ts.
+func (l *Loader) fence(ctx context.Context, tx pgx.Tx, b *schema.Batch) (time.Time, error) {
+	offs := append([]schema.OffsetAdvance(nil), b.Offsets...)
+	// One lock order for every loader.
+	sort.Slice(offs, func(i, j int) bool {
+		if offs[i].Topic != offs[j].Topic {
+			return offs[i].Topic < offs[j].Topic
+		}
+		return offs[i].Partition < offs[j].Partition
+	})
+	batch := &pgx.Batch{}
+	batch.Queue("SELECT now()")
+	for _, o := range offs {
+		var from *int64
+		if o.From >= 0 {
+			from = &o.From
+		}
+		batch.Queue(`UPDATE `+l.offsets+` SET next_offset = $1, updated_at = now()
+			WHERE consumer_group = $2 AND topic = $3 AND partition = $4 AND owner = $5
+			AND next_offset IS NOT DISTINCT FROM $6::bigint`, o.To, b.Group, o.Topic, o.Partition, b.Owner, from)
+	}
+	br := tx.SendBatch(ctx, batch)
+	var now time.Time
+	if err := br.QueryRow().Scan(&now); err != nil {
+		br.Close()
+		return now, err
+	}
+	var fenced []schema.OffsetAdvance
+	for _, o := range offs {
+		tag, err := br.Exec()
+		if err != nil {
+			br.Close()
+			return now, fmt.Errorf("advancing offset of %s/%d: %w", o.Topic, o.Partition, err)
+		}
+		if tag.RowsAffected() == 0 {
+			fenced = append(fenced, o)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return now, err
+	}
+	if len(fenced) == 0 {
+		return now, nil
+	}
+	// Say why, for the first fenced partition.
+	o := fenced[0]
+	fe := &FencedError{Group: b.Group, Topic: o.Topic, Partition: o.Partition, Owner: b.Owner, From: o.From, StoredOffset: -1}
+	var next *int64
+	err := tx.QueryRow(ctx, `SELECT owner, next_offset FROM `+l.offsets+`
+		WHERE consumer_group = $1 AND topic = $2 AND partition = $3`, b.Group, o.Topic, o.Partition).Scan(&fe.StoredOwner, &next)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		fe.Missing = true
+	case err != nil:
+		return now, fmt.Errorf("%w (and reading why: %v)", fe, err)
+	case next != nil:
+		fe.StoredOffset = *next
+	}
+	if len(fenced) > 1 {
+		return now, fmt.Errorf("%d partitions fenced: %w", len(fenced), fe)
+	}
+	return now, fe
+}
+
+// copyEvents writes an event table's rows: a binary COPY inside a
+// savepoint; when a row's id is already in the table (a producer sent the
+// message again), the savepoint is rolled back and the rows go through a
+// temporary table with ON CONFLICT (id) DO NOTHING, so that the first copy
+// wins. It returns the rows written and the ids dropped as duplicates.
+func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, def *schema.TableDef, tr *schema.TableRows, uuidTS time.Time, seq int) (int, map[string]bool, error) {
+	names, types := copyColumns(def, tr.Rows)
+	src := newRowSource(tr.Rows, nil, names, types, uuidTS)
+	target := pgx.Identifier{tr.Table.Schema, tr.Table.Table}
+
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	n, err := sp.CopyFrom(ctx, target, names, src)
+	if err == nil {
+		if err := sp.Commit(ctx); err != nil {
+			return 0, nil, err
+		}
+		if int(n) != len(tr.Rows) {
+			return 0, nil, fmt.Errorf("copying %d rows into %s: Postgres copied %d", len(tr.Rows), tr.Table, n)
+		}
+		return int(n), nil, nil
+	}
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) || pg.Code != pgerrcode.UniqueViolation {
+		return 0, nil, fmt.Errorf("copying %d rows into %s: %w", len(tr.Rows), tr.Table, err)
+	}
+	if err := sp.Rollback(ctx); err != nil {
+		return 0, nil, err
+	}
+
+	// Slow path: some ids are already loaded.
+	tmp, err := l.copyToTemp(ctx, tx, target, fmt.Sprintf("segwh_dedup_%d", seq), names, src)
+	if err != nil {
+		return 0, nil, fmt.Errorf("copying %d rows into a temporary table for %s: %w", len(tr.Rows), tr.Table, err)
+	}
+	cols := quoteAll(names)
+	rows, err := tx.Query(ctx, `INSERT INTO `+target.Sanitize()+` (`+cols+`) SELECT `+cols+` FROM `+tmp+
+		` ON CONFLICT ("id") DO NOTHING RETURNING "id"`, pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		return 0, nil, fmt.Errorf("inserting %d rows into %s: %w", len(tr.Rows), tr.Table, err)
+	}
+	inserted := make(map[string]bool, len(tr.Rows))
+	var id string
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { inserted[id] = true; return nil }); err != nil {
+		return 0, nil, fmt.Errorf("inserting %d rows into %s: %w", len(tr.Rows), tr.Table, err)
+	}
+	drop := make(map[string]bool, len(tr.Rows)-len(inserted))
+	for i := range tr.Rows {
+		if !inserted[tr.Rows[i].ID] {
+			drop[tr.Rows[i].ID] = true
+		}
+	}
+	l.log.Debug("dropped duplicate rows", "table", tr.Table.String(), "rows", len(drop))
+	return len(inserted), drop, nil
+}
+
+// copyToTemp creates a temporary table shaped like target (dropped at
+// commit) and copies src into it. It returns the temporary table's quoted
+// name.
+func (l *Loader) copyToTemp(ctx context.Context, tx pgx.Tx, target pgx.Identifier, name string, names []string, src *rowSource) (string, error) {
+	tmp := pgx.Identifier{"pg_temp", name}
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE `+pgx.Identifier{name}.Sanitize()+
+		` (LIKE `+target.Sanitize()+`) ON COMMIT DROP`); err != nil {
+		return "", err
+	}
+	src.reset()
+	n, err := tx.CopyFrom(ctx, tmp, names, src)
+	if err != nil {
+		return "", err
+	}
+	if int(n) != src.len() {
+		return "", fmt.Errorf("copied %d of %d rows", n, src.len())
+	}
+	return tmp.Sanitize(), nil
+}
+
+func quoteAll(names []string) string {
+	var sb strings.Builder
+	for i, n := range names {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(pgx.Identifier{n}.Sanitize())
+	}
+	return sb.String()
+}

@@ -1,0 +1,207 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/segwarehouse/segwarehouse/schema"
+)
+
+// merge writes the users/accounts rows of the batch (SPEC §11). Per table:
+// an advisory lock (two loaders' merges of one table serialise; locks are
+// taken in key order so they cannot deadlock), the stored per-column keys
+// from merge_state, the final values per row with schema.MergeRow (the
+// greater key wins a column; a missing or NULL value never erases one),
+// then one upsert through a temporary table and one merge_state upsert.
+//
+// Only the columns an incoming row wins are written; the upsert keeps the
+// stored value of every other column (COALESCE), so the stored rows need
+// not be read. A row that exists without merge_state (loaded before this
+// loader) takes every incoming value. The result does not depend on the
+// order calls arrive in, across batches or within one.
+//
+// Round trips: one for all locks and reads, then per table a COPY, then
+// one for all upserts.
+func (l *Loader) merge(ctx context.Context, tx pgx.Tx, w *schema.Warehouse, b *schema.Batch, uuidTS time.Time, st *loadStats) error {
+	type mergeTable struct {
+		tr   *schema.TableRows
+		def  *schema.TableDef
+		key  int64
+		tmp  string
+		ids  []string
+		keys map[string]map[string]string // merge_state of rows that exist
+	}
+	var mts []*mergeTable
+	for i, tr := range b.Tables {
+		if !tr.Merge || len(tr.Rows) == 0 {
+			continue
+		}
+		mts = append(mts, &mergeTable{
+			tr:  tr,
+			def: w.Table(tr.Table),
+			key: lockKey("segwarehouse", "merge", tr.Table.Schema, tr.Table.Table),
+			tmp: fmt.Sprintf("segwh_merge_%d", i),
+		})
+	}
+	if len(mts) == 0 {
+		return nil
+	}
+	sort.Slice(mts, func(i, j int) bool { return mts[i].key < mts[j].key })
+
+	batch := &pgx.Batch{}
+	for _, m := range mts {
+		batch.Queue("SELECT pg_advisory_xact_lock($1)", m.key)
+	}
+	for _, m := range mts {
+		m.ids = make([]string, len(m.tr.Rows))
+		for i := range m.tr.Rows {
+			m.ids[i] = m.tr.Rows[i].ID
+		}
+		target := pgx.Identifier{m.tr.Table.Schema, m.tr.Table.Table}.Sanitize()
+		// merge_state of the ids whose row exists: keys of a row someone
+		// deleted must not hold back the incoming values.
+		batch.Queue(`SELECT s.id, s.keys FROM `+l.mergeState+` s JOIN `+target+` t ON t."id" = s.id
+			WHERE s.schema_name = $1 AND s.table_name = $2 AND s.id = ANY($3::text[])`,
+			m.tr.Table.Schema, m.tr.Table.Table, m.ids)
+		batch.Queue(`CREATE TEMP TABLE ` + pgx.Identifier{m.tmp}.Sanitize() + ` (LIKE ` + target + `) ON COMMIT DROP`)
+	}
+	br := tx.SendBatch(ctx, batch)
+	for _, m := range mts {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("locking %s for a merge: %w", m.tr.Table, err)
+		}
+	}
+	for _, m := range mts {
+		rows, err := br.Query()
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("reading merge state of %s: %w", m.tr.Table, err)
+		}
+		m.keys = make(map[string]map[string]string)
+		var id string
+		var keys map[string]string
+		_, err = pgx.ForEachRow(rows, []any{&id, &keys}, func() error {
+			m.keys[id] = keys
+			keys = nil
+			return nil
+		})
+		if err != nil {
+			br.Close()
+			return fmt.Errorf("reading merge state of %s: %w", m.tr.Table, err)
+		}
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("creating a temporary table for %s: %w", m.tr.Table, err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return err
+	}
+
+	upserts := &pgx.Batch{}
+	var queued []*mergeTable
+	for _, m := range mts {
+		final := make([][]schema.Col, 0, len(m.tr.Rows))
+		ids := make([]string, 0, len(m.tr.Rows))
+		keys := make([]map[string]string, 0, len(m.tr.Rows))
+		for i := range m.tr.Rows {
+			row := m.tr.Rows[i]
+			var inKeys map[string]string
+			if i < len(m.tr.MergeKeys) {
+				inKeys = m.tr.MergeKeys[i]
+			}
+			stored, exists := m.keys[row.ID]
+			won, k := schema.MergeRow(nil, stored, row, inKeys)
+			cols := make([]schema.Col, 0, len(won)+1)
+			cols = append(cols, schema.Col{Name: "id", Val: schema.Value{Kind: schema.KindString, Str: row.ID}})
+			for _, c := range won {
+				if c.Name != "id" {
+					cols = append(cols, c)
+				}
+			}
+			if exists && len(cols) == 1 {
+				continue // every stored value is newer
+			}
+			final = append(final, cols)
+			ids = append(ids, row.ID)
+			keys = append(keys, k)
+		}
+		if len(final) == 0 {
+			continue
+		}
+		names, types := copyColumns(m.def, rowsOf(final))
+		src := newRowSource(nil, final, names, types, uuidTS)
+		tmp := pgx.Identifier{"pg_temp", m.tmp}
+		n, err := tx.CopyFrom(ctx, tmp, names, src)
+		if err != nil {
+			return fmt.Errorf("copying %d rows for a merge into %s: %w", len(final), m.tr.Table, err)
+		}
+		if int(n) != len(final) {
+			return fmt.Errorf("copying %d rows for a merge into %s: Postgres copied %d", len(final), m.tr.Table, n)
+		}
+		upserts.Queue(upsertSQL(m.tr.Table, tmp.Sanitize(), names))
+		upserts.Queue(`INSERT INTO `+l.mergeState+` (schema_name, table_name, id, keys)
+			SELECT $1, $2, u.id, u.keys FROM unnest($3::text[], $4::jsonb[]) AS u(id, keys)
+			ON CONFLICT (schema_name, table_name, id) DO UPDATE SET keys = EXCLUDED.keys`,
+			m.tr.Table.Schema, m.tr.Table.Table, ids, keys)
+		queued = append(queued, m)
+		st.rows += len(final)
+		st.perTable[m.tr.Table.String()] += len(final)
+	}
+	if len(queued) == 0 {
+		return nil
+	}
+	br = tx.SendBatch(ctx, upserts)
+	defer br.Close()
+	for _, m := range queued {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("merging rows into %s: %w", m.tr.Table, err)
+		}
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("writing merge state of %s: %w", m.tr.Table, err)
+		}
+	}
+	return br.Close()
+}
+
+// rowsOf wraps column lists as rows, for copyColumns.
+func rowsOf(cols [][]schema.Col) []schema.Row {
+	rows := make([]schema.Row, len(cols))
+	for i, c := range cols {
+		rows[i].Cols = c
+	}
+	return rows
+}
+
+// upsertSQL moves a temporary table's rows into a merge table: a new id is
+// inserted; an existing one takes each non-NULL value of the temporary row
+// (the values the incoming rows won) and keeps the rest.
+func upsertSQL(table schema.TableRef, tmp string, names []string) string {
+	cols := quoteAll(names)
+	var set strings.Builder
+	for _, n := range names {
+		if n == "id" {
+			continue
+		}
+		q := pgx.Identifier{n}.Sanitize()
+		if set.Len() > 0 {
+			set.WriteString(", ")
+		}
+		if n == "uuid_ts" {
+			set.WriteString(q + " = EXCLUDED." + q)
+			continue
+		}
+		set.WriteString(q + " = COALESCE(EXCLUDED." + q + ", t." + q + ")")
+	}
+	sql := `INSERT INTO ` + pgx.Identifier{table.Schema, table.Table}.Sanitize() + ` AS t (` + cols + `) SELECT ` + cols + ` FROM ` + tmp
+	if set.Len() == 0 {
+		return sql + ` ON CONFLICT ("id") DO NOTHING`
+	}
+	return sql + ` ON CONFLICT ("id") DO UPDATE SET ` + set.String()
+}
