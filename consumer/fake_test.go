@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -90,13 +89,13 @@ type fakeSink struct {
 	mu       sync.Mutex
 	owner    map[tpk]string
 	stored   map[tpk]int64
-	ids      map[string]int       // row id → times loaded
-	seq      map[tpk][]int64      // offsets loaded (rows and rejected), in load order
-	rejected []schema.Rejected    // loaded rejections
-	batches  []loadedBatch        // successful loads
-	tables   map[string]int       // rows per table
-	fenced   int                  // loads refused by the fence
-	errs     []string             // invariant violations seen inside the sink
+	ids      map[string]int    // row id → times loaded
+	seq      map[tpk][]int64   // offsets loaded (rows and rejected), in load order
+	rejected []schema.Rejected // loaded rejections
+	batches  []loadedBatch     // successful loads
+	tables   map[string]int    // rows per table
+	fenced   int               // loads refused by the fence
+	errs     []string          // invariant violations seen inside the sink
 	hook     func(context.Context, *schema.Batch) error
 	claimErr func() error
 }
@@ -550,8 +549,3 @@ func testLogger(t *testing.T) *slog.Logger {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-// sortedKeys is maps.Keys, sorted.
-func sortedKeys[K interface{ ~int32 | ~string }, V any](m map[K]V) []K {
-	return slices.Sorted(maps.Keys(m))
-}

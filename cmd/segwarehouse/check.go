@@ -110,7 +110,9 @@ func checkKafka(ctx context.Context, cfg *config) []checkResult {
 	}
 
 	r = checkResult{name: "consumer group " + cfg.Kafka.Group + " readable"}
-	if _, err := adm.FetchOffsets(ctx, cfg.Kafka.Group); err != nil {
+	if _, err := adm.FetchOffsets(ctx, cfg.Kafka.Group); errors.Is(err, kerr.GroupIDNotFound) {
+		r.note = "does not exist yet; the loader creates it when it joins"
+	} else if err != nil {
 		r.err = err
 		r.fix = "grant the loader's principal Read on group " + cfg.Kafka.Group + " (kafka-acls.sh --add --allow-principal User:<loader> --operation Read --group " + cfg.Kafka.Group + ")"
 	} else if groups, err := adm.DescribeGroups(ctx, cfg.Kafka.Group); err == nil {

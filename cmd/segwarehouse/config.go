@@ -82,7 +82,7 @@ func printUsage(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VARIABLE\tTYPE\tDEFAULT\tMEANING")
 	var c config
-	for _, p := range c.parts() {
+	for _, p := range append(c.parts(), &devConfig{}) {
 		_ = envconfig.Usagef(envPrefix, p, tw, usageFormat)
 	}
 	tw.Flush()
