@@ -101,6 +101,11 @@ func Plan(w *Warehouse, b *Batch) []Change {
 						continue
 					}
 				}
+				if c.Val.Kind == KindNumber && !validNumeric(c.Val.Str) {
+					// No column type can hold it: it will be a discard,
+					// and a column is made only for a storable value.
+					continue
+				}
 				t, seen := types[c.Name]
 				if !seen {
 					order = append(order, c.Name)
@@ -196,10 +201,13 @@ func Conform(w *Warehouse, b *Batch) int {
 				if !ok {
 					change(i)
 					n++
+					reason := fmt.Sprintf("table has reached the limit of %d columns", MaxColumns)
+					if _, err := Cast(c.Val, c.Val.Type()); err != nil {
+						reason = err.Error() // no column was made for it (see Plan)
+					}
 					b.Discards = append(b.Discards, Discard{
 						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
-						Value: c.Val.Text(), Reason: fmt.Sprintf("table has reached the limit of %d columns", MaxColumns),
-						ReceivedAt: row.ReceivedAt,
+						Value: c.Val.Text(), Reason: reason, ReceivedAt: row.ReceivedAt,
 					})
 					continue
 				}
