@@ -191,9 +191,9 @@ func badCases() []badCase {
 // checks that each lands in rows, discards or rejected exactly as SPEC §8–9
 // say, that the loader keeps running and that the partition never stalls.
 func TestBadInput(t *testing.T) {
-	dsn := pgtest.NewDB(t)
+	dsn, ldsn := warehouse(t)
 	b := newBroker(t, 1, "bad")
-	env := loaderEnv(b, dsn, "bad")
+	env := loaderEnv(b, ldsn, "bad")
 	env["SEGWH_SOURCE_HEADER"] = "x-source"
 	l := startLoader(t, env)
 	cases := badCases()

@@ -19,8 +19,13 @@ func role(t *testing.T, dsn string) (string, string) {
 	_, _ = rand.Read(b[:])
 	name := "segwh_role_" + hex.EncodeToString(b[:])
 	pgtest.Exec(t, dsn, `CREATE ROLE `+name+` LOGIN PASSWORD 'pw-secret-1'`)
-	// Runs before the database is dropped (cleanups run last-in first-out).
-	t.Cleanup(func() { pgtest.Exec(t, dsn, `DROP OWNED BY `+name+` CASCADE; DROP ROLE `+name) })
+	// Cleanups run last-in first-out, so this runs before pgtest drops the
+	// database: drop it here (the role's objects and grants go with it,
+	// without locking thousands of tables one by one), then the role.
+	t.Cleanup(func() {
+		pgtest.Exec(t, pgtest.AdminURL(), `DROP DATABASE IF EXISTS `+dbName(dsn)+` WITH (FORCE)`)
+		pgtest.Exec(t, pgtest.AdminURL(), `DROP ROLE `+name)
+	})
 	u, _ := url.Parse(dsn)
 	u.User = url.UserPassword(name, "pw-secret-1")
 	return name, u.String()

@@ -291,3 +291,19 @@ func lines(r io.Reader) []string {
 	}
 	return out
 }
+
+// warehouse creates a fresh database and a least-privileged login role for
+// the loader: only CONNECT, CREATE and TEMPORARY on the database, which is
+// what Segment's Postgres destination docs tell users to grant, and no
+// superuser anywhere in the loader's path. It returns the superuser DSN (for
+// the test's own queries) and the loader's DSN.
+func warehouse(t *testing.T) (admin, loaderDSN string) {
+	t.Helper()
+	admin = pgtest.NewDB(t)
+	name, dsn := role(t, admin)
+	pgtest.Exec(t, admin, `GRANT CONNECT, CREATE, TEMPORARY ON DATABASE `+dbName(admin)+` TO `+name)
+	if rows := pgtest.Query(t, admin, `SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = $1`, name); rows[0][0].(bool) {
+		t.Fatalf("role %s is privileged", name)
+	}
+	return admin, dsn
+}

@@ -20,7 +20,7 @@ import (
 // invariants: every message id loaded once, tracks rows equal event-table
 // rows, every bad record in rejected, offsets equal the end offsets.
 func TestMixedLoad(t *testing.T) {
-	dsn := pgtest.NewDB(t)
+	dsn, ldsn := warehouse(t)
 	b := newBroker(t, 6, "events")
 	gen := sample.New(42, 25, 500, sample.DefaultMix)
 	ids := map[string]string{} // messageId → type
@@ -51,7 +51,7 @@ func TestMixedLoad(t *testing.T) {
 		}
 	}
 	b.produce(t, recs...)
-	env := loaderEnv(b, dsn, "events")
+	env := loaderEnv(b, ldsn, "events")
 	env["SEGWH_FLUSH_ROWS"] = "3000"
 	startLoader(t, env)
 	waitCaughtUp(t, b, dsn, "e2e", 3*time.Minute, "events")
@@ -101,11 +101,11 @@ func freePort(t *testing.T) int {
 // TestDevCommand runs what `make run` runs, briefly, and checks that Segment
 // tables fill and the progress line is printed.
 func TestDevCommand(t *testing.T) {
-	dsn := pgtest.NewDB(t)
+	dsn, ldsn := warehouse(t)
 	port := freePort(t)
 	cmd := exec.Command(binary, "dev")
 	cmd.Env = []string{
-		"PATH=/usr/bin:/bin", "SEGWH_DATABASE_URL=" + dsn,
+		"PATH=/usr/bin:/bin", "SEGWH_DATABASE_URL=" + ldsn,
 		fmt.Sprintf("SEGWH_DEV_BROKER_PORT=%d", port), "SEGWH_DEV_DURATION=9s", "SEGWH_DEV_RATE=400",
 		"SEGWH_PROGRESS_EVERY=2s", "SEGWH_HTTP_ADDR=127.0.0.1:0",
 	}

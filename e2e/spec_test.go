@@ -52,9 +52,9 @@ func one(t *testing.T, dsn, sql string, args ...any) string {
 // TestSpecExamples produces every SPEC §12 example with kcat (librdkafka)
 // into a running `segwarehouse run` and checks the warehouse in Postgres.
 func TestSpecExamples(t *testing.T) {
-	dsn := pgtest.NewDB(t)
+	dsn, ldsn := warehouse(t)
 	b := newBroker(t, 3, "web", "mobile")
-	startLoader(t, loaderEnv(b, dsn, "web", "mobile"))
+	startLoader(t, loaderEnv(b, ldsn, "web", "mobile"))
 	caughtUp := func() { waitCaughtUp(t, b, dsn, "e2e", 60*time.Second, "web", "mobile") }
 
 	b.kcatProduce(t, "web",
