@@ -22,6 +22,8 @@ import (
 
 var envLog = os.Getenv("SEGWH_TEST_LOG") == "1"
 
+var _ consumer.Decoder = (*schema.Decoder)(nil)
+
 // TestBasicFlow loads 6 partitions, with bad records and a source header,
 // and checks every invariant and the stats.
 func TestBasicFlow(t *testing.T) {
@@ -558,4 +560,67 @@ func TestClaimRetried(t *testing.T) {
 	if st := r.c.Stats(); st.Retries < 2 {
 		t.Errorf("stats retries %d, want ≥ 2", st.Retries)
 	}
+}
+
+// TestShutdownWhileSinkDown stops a consumer whose sink keeps failing: Run
+// gives up after SHUTDOWN_TIMEOUT and returns nil without committing, and
+// the next consumer loads everything once.
+func TestShutdownWhileSinkDown(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	w.watchCommits()
+	var attempts atomic.Int32
+	w.sink.setHook(func(context.Context, *schema.Batch) error {
+		attempts.Add(1)
+		return errDown
+	})
+	cfg := w.config()
+	cfg.ShutdownTimeout = 300 * time.Millisecond
+	w.produce("m", 100, nil)
+	a := w.start("a", cfg)
+	kafkatest.Eventually(t, 30*time.Second, "load attempts failing", func() (bool, string) {
+		return attempts.Load() >= 2, fmt.Sprint(attempts.Load(), " attempts")
+	})
+	if err := a.c.Ready(); err == nil || !strings.Contains(err.Error(), "sink failing") {
+		t.Errorf("Ready while the sink is down = %v", err)
+	}
+	a.stop(t) // fails the test if Run returns an error or hangs
+	if n := w.sink.loadedCount(); n != 0 {
+		t.Fatalf("%d records loaded by a failing sink", n)
+	}
+
+	w.sink.setHook(nil)
+	b := w.start("b", w.config())
+	w.waitCaughtUp()
+	b.stop(t)
+	w.check(w.allProduced())
+}
+
+// TestReadyStuckFlush holds one flush in the sink past FLUSH_STUCK_AFTER:
+// Ready says so, and is nil again once the flush lands.
+func TestReadyStuckFlush(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	release := make(chan struct{})
+	var once sync.Once
+	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
+		once.Do(func() { <-release })
+		return nil
+	})
+	cfg := w.config()
+	cfg.FlushStuckAfter = 100 * time.Millisecond
+	r := w.start("a", cfg)
+	w.produce("m", 10, nil)
+	kafkatest.Eventually(t, 30*time.Second, "Ready reporting the stuck flush", func() (bool, string) {
+		err := r.c.Ready()
+		return err != nil && strings.Contains(err.Error(), "SEGWH_FLUSH_STUCK_AFTER"), fmt.Sprint(err)
+	})
+	close(release)
+	w.waitCaughtUp()
+	kafkatest.Eventually(t, 10*time.Second, "ready after the flush landed", func() (bool, string) {
+		err := r.c.Ready()
+		return err == nil, fmt.Sprint(err)
+	})
+	r.stop(t)
+	w.check(w.allProduced())
 }

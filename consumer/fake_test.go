@@ -95,6 +95,7 @@ type fakeSink struct {
 	batches  []loadedBatch     // successful loads
 	tables   map[string]int    // rows per table
 	fenced   int               // loads refused by the fence
+	commits  int               // OffsetCommit requests seen by checkCommit
 	errs     []string          // invariant violations seen inside the sink
 	hook     func(context.Context, *schema.Batch) error
 	claimErr func() error
@@ -228,6 +229,7 @@ func (s *fakeSink) checkCommit(group string, names map[[16]byte]string, req *kms
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.commits++
 	for _, t := range req.Topics {
 		name := t.Topic
 		if name == "" {
@@ -296,6 +298,7 @@ type world struct {
 	sink    *fakeSink
 	prod    *kgo.Client
 	log     *slog.Logger
+	watched bool // watchCommits was called
 
 	mu       sync.Mutex
 	produced map[int32][]produced
@@ -324,6 +327,7 @@ func newWorld(t *testing.T, partitions int32) *world {
 func (w *world) watchCommits() {
 	w.t.Helper()
 	names := kafkatest.TopicNames(w.t, w.addrs)
+	w.watched = true
 	w.cluster.ControlKey(int16(kmsg.OffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
 		w.sink.checkCommit(w.group, names, kreq.(*kmsg.OffsetCommitRequest))
 		return nil, nil, false
@@ -475,6 +479,9 @@ func (w *world) check(want map[int32][]produced) {
 	defer s.mu.Unlock()
 	for _, e := range s.errs {
 		w.t.Error(e)
+	}
+	if len(s.stored) > 0 && w.watched && s.commits == 0 {
+		w.t.Error("the commit observer saw no OffsetCommit")
 	}
 	wantIDs := make(map[string]bool)
 	for p := range w.parts {

@@ -246,8 +246,15 @@ func (s *session) commitDirty(ctx context.Context) {
 	}
 }
 
+// commitTimeout bounds one Kafka commit: Kafka's offsets only serve lag
+// tools, so a slow broker must not hold up loading; a failed commit is
+// retried with the next flush.
+const commitTimeout = 10 * time.Second
+
 // commit commits offs synchronously. The caller holds commitMu.
 func (s *session) commit(ctx context.Context, offs map[tp]int64) error {
+	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
 	m := make(map[string]map[int32]kgo.EpochOffset)
 	for k, off := range offs {
 		if m[k.topic] == nil {

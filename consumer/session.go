@@ -169,12 +169,15 @@ func (s *session) teardown() {
 	s.mu.Unlock()
 	s.cl.AllowRebalance()
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
-	if err := s.cl.LeaveGroupContext(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		s.c.log.Info("leaving the consumer group", "err", err)
-	}
+	err := s.cl.LeaveGroupContext(ctx)
 	cancel()
 	s.cl.Close()
 	s.c.setJoined(false)
+	if err != nil {
+		s.c.log.Info("left the consumer group", "err", err)
+	} else {
+		s.c.log.Info("left the consumer group")
+	}
 }
 
 // shutdown runs once Run's ctx is cancelled: no more polling; the flight in
@@ -182,31 +185,36 @@ func (s *session) teardown() {
 // under flightCtx (ShutdownTimeout).
 func (s *session) shutdown() error {
 	s.cl.AllowRebalance()
-	if f := s.current(); f != nil {
-		<-f.done
-	}
-	err := s.reap()
-	switch {
-	case isFenced(err):
-		return nil // nothing pending is ours to load; the next owner reads Postgres
-	case err != nil && s.flightCtx.Err() == nil:
-		return err
-	case err == nil:
+	s.mu.Lock()
+	n := s.pendRows
+	s.mu.Unlock()
+	s.c.log.Info("stopping: landing the flush in flight, flushing pending records, committing offsets", "rows", n, "dur", s.c.cfg.ShutdownTimeout)
+	err := s.land()
+	if err == nil {
 		s.maybeFlush(true)
-		if f := s.current(); f != nil {
-			<-f.done
-			err = s.reap()
-			if err != nil && !isFenced(err) && s.flightCtx.Err() == nil {
-				return err
-			}
-		}
+		err = s.land()
 	}
-	if err != nil && !isFenced(err) {
+	switch {
+	case err == nil:
+		s.commitDirty(s.flightCtx)
+		return nil
+	case isFenced(err):
+		// Another loader owns a partition now; it resumes from Postgres.
+		s.c.log.Info("final flush fenced by another loader; its records are left to the partitions' new owners", "err", err)
+		return nil
+	case s.flightCtx.Err() != nil:
 		s.c.log.Warn("shutdown timeout reached before the final flush landed; its records are re-read from Postgres's offsets on restart", "err", err, "dur", s.c.cfg.ShutdownTimeout)
 		return nil
 	}
-	s.commitDirty(s.flightCtx)
-	return nil
+	return err
+}
+
+// land waits for the flight in the air, if any, and reaps it.
+func (s *session) land() error {
+	if f := s.current(); f != nil {
+		<-f.done
+	}
+	return s.reap()
 }
 
 func (s *session) current() *flight {
@@ -413,16 +421,20 @@ func (s *session) handle(fetches kgo.Fetches) error {
 	return nil
 }
 
+// fetchErrorLocked logs a fetch error when a partition's error changes
+// (kgo keeps retrying; the same error on every poll would flood the log).
 func (s *session) fetchErrorLocked(k tp, err error) {
+	var ge *kgo.ErrGroupSession
+	if errors.As(err, &ge) {
+		// Not a partition's: kgo lost the group (partitions lost, rejoining
+		// with backoff). Rare, so always logged.
+		s.c.log.Info("consumer group session failed; rejoining", "err", err)
+		return
+	}
 	if s.fetchErrs[k] == err.Error() {
 		return
 	}
 	s.fetchErrs[k] = err.Error()
-	var ge *kgo.ErrGroupSession
-	if errors.As(err, &ge) {
-		s.c.log.Info("consumer group session ended; rejoining", "err", err)
-		return
-	}
 	s.c.log.Warn("fetching from Kafka", "topic", k.topic, "partition", k.partition, "err", err)
 }
 

@@ -39,33 +39,33 @@ func NewDecoder(cfg Config) (*Decoder, error) {
 // messages comes back as a rejection with a reason.
 func (d *Decoder) Decode(rec *Record) *Decoded {
 	out := &Decoded{Pos: rec.Pos(), Bytes: len(rec.Value)}
-	reject := func(format string, args ...any) *Decoded {
+	reject := func(code, format string, args ...any) *Decoded {
 		out.Rows, out.Discards = nil, nil
 		out.Rejected = append(out.Rejected[:0], Rejected{
-			Pos: out.Pos, Timestamp: rec.Timestamp, Raw: rec.Value, Reason: fmt.Sprintf(format, args...),
+			Pos: out.Pos, Timestamp: rec.Timestamp, Raw: rec.Value, Reason: fmt.Sprintf(format, args...), Code: code,
 		})
 		return out
 	}
 	if len(rec.Value) > d.cfg.MaxRecordBytes {
-		return reject("record is %d bytes, over the limit of %d bytes (SEGWH_MAX_RECORD_BYTES)", len(rec.Value), d.cfg.MaxRecordBytes)
+		return reject("too_large", "record is %d bytes, over the limit of %d bytes (SEGWH_MAX_RECORD_BYTES)", len(rec.Value), d.cfg.MaxRecordBytes)
 	}
 	if len(bytes.TrimSpace(rec.Value)) == 0 {
-		return reject("empty record value (a tombstone or an empty message)")
+		return reject("empty", "empty record value (a tombstone or an empty message)")
 	}
 	st := states.Get().(*state)
 	defer states.Put(st)
 	st.arena = arena{buf: make([]byte, 0, len(rec.Value))}
 	v, err := st.p.ParseBytes(rec.Value)
 	if err != nil {
-		return reject("invalid JSON: %s", sanitizeReason(err.Error()))
+		return reject("invalid_json", "invalid JSON: %s", sanitizeReason(err.Error()))
 	}
 	if v.Type() != fastjson.TypeObject {
-		return reject("not a JSON object: the value is %s", typeName(v))
+		return reject("not_object", "not a JSON object: the value is %s", typeName(v))
 	}
 	obj, _ := v.Object()
 	if batch := obj.Get("batch"); batch != nil {
 		if batch.Type() != fastjson.TypeArray {
-			return reject(`"batch" is %s, not an array`, typeName(batch))
+			return reject("bad_field", `"batch" is %s, not an array`, typeName(batch))
 		}
 		env := envelope{
 			context:      obj.Get("context"),
@@ -75,20 +75,20 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 		}
 		msgs, _ := batch.Array()
 		if len(msgs) == 0 {
-			return reject(`"batch" is empty`)
+			return reject("missing_field", `"batch" is empty`)
 		}
 		for i, m := range msgs {
 			if err := d.message(st, rec, out, m, &env, i); err != nil {
 				out.Rejected = append(out.Rejected, Rejected{
 					Pos: out.Pos, Timestamp: rec.Timestamp, Raw: m.MarshalTo(nil),
-					Reason: fmt.Sprintf("batch message %d: %s", i, err),
+					Reason: fmt.Sprintf("batch message %d: %s", i, err), Code: rejectCode(err),
 				})
 			}
 		}
 		return out
 	}
 	if err := d.message(st, rec, out, v, nil, -1); err != nil {
-		return reject("%s", err)
+		return reject(rejectCode(err), "%s", err)
 	}
 	return out
 }
@@ -132,7 +132,7 @@ type msgCtx struct {
 // message decodes one Segment message into out. An error rejects it.
 func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Value, env *envelope, index int) error {
 	if v.Type() != fastjson.TypeObject {
-		return fmt.Errorf("not a JSON object: the value is %s", typeName(v))
+		return rejectf("not_object", "not a JSON object: the value is %s", typeName(v))
 	}
 	if err := st.checkNumbers(v); err != nil {
 		return err
@@ -147,14 +147,14 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 	}
 	tv := get("type")
 	if tv == nil {
-		return errors.New(`missing "type"`)
+		return rejectf("missing_field", `missing "type"`)
 	}
 	if tv.Type() != fastjson.TypeString {
-		return fmt.Errorf(`"type" is %s, not a string`, typeName(tv))
+		return rejectf("bad_field", `"type" is %s, not a string`, typeName(tv))
 	}
 	typ, ok := callTypes[strings.ToLower(string(tv.GetStringBytes()))]
 	if !ok {
-		return fmt.Errorf("unknown type %q (want track, identify, page, screen, group or alias)", clip(sanitize(tv.GetStringBytes()), 64))
+		return rejectf("unknown_type", "unknown type %q (want track, identify, page, screen, group or alias)", clip(sanitize(tv.GetStringBytes()), 64))
 	}
 
 	// Routing (SPEC §1): integrations.Warehouses.
@@ -180,35 +180,35 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 	case "track":
 		ev := get("event")
 		if ev == nil {
-			return errors.New(`track without "event"`)
+			return rejectf("missing_field", `track without "event"`)
 		}
 		if ev.Type() != fastjson.TypeString {
-			return fmt.Errorf(`"event" is %s, not a string`, typeName(ev))
+			return rejectf("bad_field", `"event" is %s, not a string`, typeName(ev))
 		}
 		event = st.arena.str(ev.GetStringBytes())
 		if event == "" {
-			return errors.New(`track with an empty "event"`)
+			return rejectf("missing_field", `track with an empty "event"`)
 		}
 		if st.eventNames(event).table == "" {
-			return fmt.Errorf("event name %q has no ASCII letters or digits, so it cannot name a table", clip(event, 64))
+			return rejectf("unnameable", "event name %q has no ASCII letters or digits, so it cannot name a table", clip(event, 64))
 		}
 	case "group":
 		if groupID, err = st.idField(get("groupId"), "groupId"); err != nil {
 			return err
 		}
 		if groupID == "" {
-			return errors.New(`group without "groupId"`)
+			return rejectf("missing_field", `group without "groupId"`)
 		}
 	case "alias":
 		if previousID, err = st.idField(get("previousId"), "previousId"); err != nil {
 			return err
 		}
 		if userID == "" || previousID == "" {
-			return errors.New(`alias needs both "userId" and "previousId"`)
+			return rejectf("missing_field", `alias needs both "userId" and "previousId"`)
 		}
 	}
 	if typ != "alias" && userID == "" && anonID == "" {
-		return fmt.Errorf(`%s without "userId" or "anonymousId"`, typ)
+		return rejectf("missing_field", `%s without "userId" or "anonymousId"`, typ)
 	}
 
 	// Source → schema (SPEC §2).
@@ -418,7 +418,7 @@ func (d *Decoder) schemaFor(rec *Record, writeKey *fastjson.Value, env *envelope
 	}
 	name := SchemaName(src)
 	if name == "" {
-		return "", fmt.Errorf("source %q (from %s) has no ASCII letters or digits, so it cannot name a schema", clip(sanitize([]byte(src)), 64), from)
+		return "", rejectf("unnameable", "source %q (from %s) has no ASCII letters or digits, so it cannot name a schema", clip(sanitize([]byte(src)), 64), from)
 	}
 	return name, nil
 }
@@ -448,7 +448,7 @@ func (st *state) idField(v *fastjson.Value, name string) (string, error) {
 	}
 	s, err := st.scalarText(v)
 	if err != nil {
-		return "", fmt.Errorf("%q is %s, not a string", name, typeName(v))
+		return "", rejectf("bad_field", "%q is %s, not a string", name, typeName(v))
 	}
 	return s, nil
 }
@@ -481,7 +481,7 @@ func (mc *msgCtx) timeField(v *fastjson.Value, table, column string) (time.Time,
 			if inPostgresRange(t) {
 				return t, true
 			}
-			mc.discard(table, column, sanitize(v.GetStringBytes()), "timestamp outside the range Postgres can store")
+			mc.discard(table, column, sanitize(v.GetStringBytes()), "bad_timestamp", "timestamp outside the range Postgres can store")
 			return time.Time{}, false
 		}
 	}
@@ -489,7 +489,7 @@ func (mc *msgCtx) timeField(v *fastjson.Value, table, column string) (time.Time,
 	if err != nil {
 		text = sanitize(v.MarshalTo(nil))
 	}
-	mc.discard(table, column, text, "not an RFC 3339 date-time with a zone")
+	mc.discard(table, column, text, "bad_timestamp", "not an RFC 3339 date-time with a zone")
 	return time.Time{}, false
 }
 
@@ -498,10 +498,10 @@ func inPostgresRange(t time.Time) bool {
 	return y >= -4712 && y <= 294275
 }
 
-func (mc *msgCtx) discard(table, column, value, reason string) {
+func (mc *msgCtx) discard(table, column, value, code, reason string) {
 	mc.out.Discards = append(mc.out.Discards, Discard{
 		Schema: mc.schema, Table: table, RowID: mc.id, Column: column,
-		Value: value, Reason: reason, ReceivedAt: mc.received,
+		Value: value, Reason: reason, Code: code, ReceivedAt: mc.received,
 	})
 }
 
@@ -584,7 +584,7 @@ func (st *state) checkNumbers(v *fastjson.Value) error {
 		st.num = v.MarshalTo(st.num[:0])
 		lit := st.num
 		if !isNumberBytes(lit) {
-			return fmt.Errorf("invalid JSON: %q is not a number", clip(string(lit), 32))
+			return rejectf("invalid_json", "invalid JSON: %q is not a number", clip(string(lit), 32))
 		}
 	case fastjson.TypeArray:
 		arr, _ := v.Array()
@@ -659,4 +659,24 @@ func (a *arena) str(b []byte) string {
 	start := len(a.buf)
 	a.buf = append(a.buf, b...)
 	return unsafe.String(&a.buf[start], len(b))
+}
+
+// rejectError is why a message is rejected, with its reason class (the
+// label of the rejected-records metric).
+type rejectError struct {
+	code, msg string
+}
+
+func (e *rejectError) Error() string { return e.msg }
+
+func rejectf(code, format string, args ...any) error {
+	return &rejectError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func rejectCode(err error) string {
+	var re *rejectError
+	if errors.As(err, &re) {
+		return re.code
+	}
+	return "invalid_message"
 }

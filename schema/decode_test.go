@@ -481,3 +481,30 @@ func TestTypeCaseInsensitive(t *testing.T) {
 		t.Fatalf("tables %s", got)
 	}
 }
+
+func TestReasonCodes(t *testing.T) {
+	t.Parallel()
+	for value, code := range map[string]string{
+		`{"type":`:                      "invalid_json",
+		`[1]`:                           "not_object",
+		``:                              "empty",
+		`{"type":"nope","userId":"u"}`:  "unknown_type",
+		`{"type":"track","userId":"u"}`: "missing_field",
+		`{"type":"track","userId":[1],"event":"E"}`: "bad_field",
+		`{"type":"track","userId":"u","event":"!"}`: "unnameable",
+		`{"batch":[{"type":"alias","userId":"u"}]}`: "missing_field",
+	} {
+		d := decodeJSON(t, Config{}, "web", value)
+		if len(d.Rejected) != 1 || d.Rejected[0].Code != code {
+			t.Errorf("%s: %+v, want code %s", value, d.Rejected, code)
+		}
+	}
+	d := decodeJSON(t, Config{}, "web", `{"type":"track","userId":"u","event":"E","sentAt":"x","properties":{"名":1,"aB":1,"a_b":2},"context":[]}`)
+	got := map[string]int{}
+	for _, dc := range d.Discards {
+		got[dc.Code]++
+	}
+	if got["bad_timestamp"] != 1 || got["unnamed_key"] != 1 || got["collision"] != 1 || got["not_object"] != 1 {
+		t.Errorf("discard codes %v", got)
+	}
+}

@@ -124,7 +124,7 @@ func (f *flattener) value(v *fastjson.Value) {
 func (f *flattener) add(val Value) {
 	e := f.st.lookup(f.cache, f.namer)
 	if e.name == "" {
-		f.mc.discard(f.table, f.prefix+e.key, val.Text(), "key has no ASCII letters or digits, so it cannot name a column")
+		f.mc.discard(f.table, f.prefix+e.key, val.Text(), "unnamed_key", "key has no ASCII letters or digits, so it cannot name a column")
 		return
 	}
 	seg := f.cols[f.base:]
@@ -160,12 +160,12 @@ func (f *flattener) collide(i int, e nameEntry, val Value) {
 	old := &f.cols[f.base+i]
 	oldKey := f.st.segKeys[i]
 	if e.key >= oldKey {
-		f.mc.discard(f.table, f.prefix+oldKey, old.Val.Text(), "key lands on column "+e.name+" like "+f.prefix+e.key+", which sorts last and wins")
+		f.mc.discard(f.table, f.prefix+oldKey, old.Val.Text(), "collision", "key lands on column "+e.name+" like "+f.prefix+e.key+", which sorts last and wins")
 		old.Val = val
 		f.st.segKeys[i] = e.key
 		return
 	}
-	f.mc.discard(f.table, f.prefix+e.key, val.Text(), "key lands on column "+e.name+" like "+f.prefix+oldKey+", which sorts last and wins")
+	f.mc.discard(f.table, f.prefix+e.key, val.Text(), "collision", "key lands on column "+e.name+" like "+f.prefix+oldKey+", which sorts last and wins")
 }
 
 // sectionCols appends the flattened properties or traits to cols. Columns
@@ -174,7 +174,7 @@ func (f *flattener) collide(i int, e nameEntry, val Value) {
 func (mc *msgCtx) sectionCols(cols []Col, v *fastjson.Value, table string, top []Col) []Col {
 	if v == nil || v.Type() != fastjson.TypeObject {
 		if v != nil && v.Type() != fastjson.TypeNull {
-			mc.discard(table, "properties", sanitize(v.MarshalTo(nil)), "properties/traits is not an object")
+			mc.discard(table, "properties", sanitize(v.MarshalTo(nil)), "not_object", "properties/traits is not an object")
 		}
 		return cols
 	}
@@ -197,7 +197,7 @@ func (mc *msgCtx) sectionCols(cols []Col, v *fastjson.Value, table string, top [
 			}
 		}
 		if shadowed {
-			mc.discard(table, f.st.segKeys[i], c.Val.Text(), "the top-level "+c.Name+" wins over properties."+c.Name)
+			mc.discard(table, f.st.segKeys[i], c.Val.Text(), "collision", "the top-level "+c.Name+" wins over properties."+c.Name)
 			continue
 		}
 		kept = append(kept, c)
@@ -214,7 +214,7 @@ func (mc *msgCtx) contextCols(cols []Col, v *fastjson.Value, env *envelope, tabl
 		own, _ = v.Object()
 		f.walk(own)
 	} else if v != nil && v.Type() != fastjson.TypeNull {
-		mc.discard(table, "context", sanitize(v.MarshalTo(nil)), "context is not an object")
+		mc.discard(table, "context", sanitize(v.MarshalTo(nil)), "not_object", "context is not an object")
 	}
 	if env != nil && env.context != nil && env.context.Type() == fastjson.TypeObject {
 		eo, _ := env.context.Object()

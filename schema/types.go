@@ -149,12 +149,15 @@ type TableRow struct {
 
 // Discard is a value that could not be stored as a column value (SPEC §8).
 type Discard struct {
-	Schema     string
-	Table      string
-	RowID      string
-	Column     string // column name, or the original key when no name exists
-	Value      string // the value as text
-	Reason     string
+	Schema string
+	Table  string
+	RowID  string
+	Column string // column name, or the original key when no name exists
+	Value  string // the value as text
+	Reason string
+	// Code classes the reason for metrics: cast, unnamed_key, collision,
+	// column_limit, bad_timestamp, not_object.
+	Code       string
 	ReceivedAt time.Time
 }
 
@@ -164,6 +167,10 @@ type Rejected struct {
 	Timestamp time.Time // Kafka record timestamp
 	Raw       []byte
 	Reason    string
+	// Code classes the reason for metrics: too_large, empty, invalid_json,
+	// not_object, unknown_type, missing_field, bad_field, unnameable,
+	// invalid_message, and postgres for a record Postgres refused.
+	Code string
 }
 
 // Record is the part of a Kafka record that schema needs. The consumer fills

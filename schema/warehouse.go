@@ -201,13 +201,13 @@ func Conform(w *Warehouse, b *Batch) int {
 				if !ok {
 					change(i)
 					n++
-					reason := fmt.Sprintf("table has reached the limit of %d columns", MaxColumns)
+					reason, code := fmt.Sprintf("table has reached the limit of %d columns", MaxColumns), "column_limit"
 					if _, err := Cast(c.Val, c.Val.Type()); err != nil {
-						reason = err.Error() // no column was made for it (see Plan)
+						reason, code = err.Error(), "cast" // no column was made for it (see Plan)
 					}
 					b.Discards = append(b.Discards, Discard{
 						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
-						Value: c.Val.Text(), Reason: reason, ReceivedAt: row.ReceivedAt,
+						Value: c.Val.Text(), Reason: reason, Code: code, ReceivedAt: row.ReceivedAt,
 					})
 					continue
 				}
@@ -217,7 +217,7 @@ func Conform(w *Warehouse, b *Batch) int {
 					n++
 					b.Discards = append(b.Discards, Discard{
 						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
-						Value: c.Val.Text(), Reason: err.Error(), ReceivedAt: row.ReceivedAt,
+						Value: c.Val.Text(), Reason: err.Error(), Code: "cast", ReceivedAt: row.ReceivedAt,
 					})
 					continue
 				}

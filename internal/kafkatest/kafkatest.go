@@ -10,12 +10,14 @@ package kafkatest
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -110,12 +112,15 @@ func EndOffsets(t testing.TB, addrs []string, topic string) map[int32]int64 {
 }
 
 // CommittedOffsets returns the offsets group has committed in Kafka for
-// topic; partitions without a commit are absent.
+// topic; partitions without a commit (or an unknown group) are absent.
 func CommittedOffsets(t testing.TB, addrs []string, group, topic string) map[int32]int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	resp, err := kadm.NewClient(Client(t, addrs)).FetchOffsets(ctx, group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return map[int32]int64{}
+	}
 	if err != nil {
 		t.Fatalf("fetching offsets of group %s: %v", group, err)
 	}
