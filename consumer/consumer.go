@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -35,7 +36,27 @@ type options struct {
 	owner        string
 	now          func() time.Time
 	sourceHeader string
+	tracer       trace.Tracer
+	observer     Observer
 }
+
+// Observer is told about every Sink.Load the consumer makes; cmd turns the
+// calls into metrics. Flushed runs on the flusher goroutine and must be
+// quick; it must not modify the batch.
+type Observer interface {
+	// Flushed reports one Load: the batch, how long Load took and its
+	// result (nil: committed in Postgres).
+	Flushed(b *schema.Batch, dur time.Duration, err error)
+}
+
+// WithTracer traces every flush with tr: one span per flush, linked to the
+// producers' span contexts found in the records' headers (W3C trace
+// context, as franz-go's kotel plugin writes it), parent of the sink's
+// spans. Default: no tracing.
+func WithTracer(tr trace.Tracer) Option { return func(o *options) { o.tracer = tr } }
+
+// WithObserver reports every Load to obs. Default: none.
+func WithObserver(obs Observer) Option { return func(o *options) { o.observer = obs } }
 
 // WithKgoOpts appends client options after the ones New derives from
 // Config, so they win (tests shorten heartbeats; cmd may add kotel hooks).
@@ -70,6 +91,8 @@ type Consumer struct {
 	clientOpts   []kgo.Opt
 	extra        []kgo.Opt
 	sourceHeader string
+	tracer       trace.Tracer // nil: no tracing
+	observer     Observer     // nil: none
 	workers      int
 
 	running atomic.Bool
@@ -131,6 +154,8 @@ func New(cfg Config, dec Decoder, sink Sink, log *slog.Logger, opts ...Option) (
 		clientOpts:   copts,
 		extra:        o.kopts,
 		sourceHeader: o.sourceHeader,
+		tracer:       o.tracer,
+		observer:     o.observer,
 		workers:      workers,
 		rows:         make(map[string]int64),
 	}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"maps"
 	"time"
 
@@ -60,7 +61,10 @@ func (s *session) fly(f *flight) {
 	ctx := s.flightCtx
 	var err error
 	if len(f.chunks) > 0 {
+		var span trace.Span
+		ctx, span = s.c.startFlushSpan(ctx, f.chunks)
 		err = s.load(ctx, f.chunks, 0)
+		endSpan(span, err)
 		if err == nil {
 			s.loaded.Store(true)
 			s.c.n.lastFlush.Store(int64(time.Since(f.start)))
@@ -148,7 +152,7 @@ func (s *session) reject(ctx context.Context, ch chunk, cause error) error {
 	r := ch.recs[0]
 	pos := r.d.Pos
 	s.c.log.Warn("record refused by the sink; rejecting it", "topic", pos.Topic, "partition", pos.Partition, "offset", pos.Offset, "err", cause)
-	rej := schema.Rejected{Pos: pos, Timestamp: r.ts, Raw: r.raw, Reason: cause.Error()}
+	rej := schema.Rejected{Pos: pos, Timestamp: r.ts, Raw: r.raw, Reason: cause.Error(), Code: "postgres"}
 	for range 2 {
 		bb := schema.NewBatchBuilder(s.c.cfg.Group, s.c.owner)
 		bb.Start(pos.Topic, pos.Partition, ch.from)
@@ -195,7 +199,11 @@ func batchRows(b *schema.Batch) int {
 // and readiness reports the failure meanwhile.
 func (s *session) loadRetry(ctx context.Context, b *schema.Batch) error {
 	for attempt := 1; ; attempt++ {
+		began := time.Now()
 		err := s.c.sink.Load(ctx, b)
+		if s.c.observer != nil {
+			s.c.observer.Flushed(b, time.Since(began), err)
+		}
 		if err == nil || isPoison(err) || isFenced(err) {
 			if attempt > 1 {
 				s.c.log.Info("sink recovered", "rows", batchRows(b))

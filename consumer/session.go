@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -48,9 +49,10 @@ type part struct {
 // pending is one decoded record waiting for its flush. raw and ts are kept
 // to reject the record if Postgres refuses it.
 type pending struct {
-	d   *schema.Decoded
-	raw []byte
-	ts  time.Time
+	d    *schema.Decoded
+	raw  []byte
+	ts   time.Time
+	link trace.SpanContext // the producer's span, when traced
 }
 
 // session is one Kafka client's life: join, consume, leave. A fenced flush
@@ -410,7 +412,11 @@ func (s *session) handle(fetches kgo.Fetches) error {
 			if len(p.pending) == 0 {
 				p.since = now
 			}
-			p.pending = append(p.pending, pending{d: d, raw: rec.Value, ts: rec.Timestamp})
+			pd := pending{d: d, raw: rec.Value, ts: rec.Timestamp}
+			if s.c.tracer != nil {
+				pd.link = producerSpan(rec)
+			}
+			p.pending = append(p.pending, pd)
 			p.rows += len(d.Rows)
 			p.bytes += d.Bytes
 			s.pendRecords++

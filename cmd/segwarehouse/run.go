@@ -17,6 +17,7 @@ import (
 
 	"github.com/segwarehouse/segwarehouse/consumer"
 	"github.com/segwarehouse/segwarehouse/internal/secret"
+	"github.com/segwarehouse/segwarehouse/internal/telemetry"
 	"github.com/segwarehouse/segwarehouse/schema"
 	"github.com/segwarehouse/segwarehouse/sink"
 )
@@ -62,17 +63,38 @@ func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 		return fmt.Errorf("connecting to Postgres: %w", err)
 	}
 	defer snk.Close()
-	cons, err := consumer.New(cfg.Kafka, dec, snk, log, consumer.WithSourceHeader(cfg.Schema.SourceHeader))
+	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceVersion: version})
 	if err != nil {
 		return err
 	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("flushing telemetry", "err", err)
+		}
+	}()
+	rec, err := telemetry.NewRecorder(tel.Meter, nil)
+	if err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	opts := []consumer.Option{consumer.WithSourceHeader(cfg.Schema.SourceHeader), consumer.WithObserver(rec)}
+	if tel.Tracing {
+		opts = append(opts, consumer.WithTracer(tel.Tracer))
+		log.Info("tracing flushes over OTLP")
+	}
+	cons, err := consumer.New(cfg.Kafka, dec, snk, log, opts...)
+	if err != nil {
+		return err
+	}
+	rec.Watch(cons)
 
 	var wg conc.WaitGroup
 	defer wg.Wait()
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	if cfg.App.HTTPAddr != "" {
-		srv, ln, err := listenHTTP(cfg.App.HTTPAddr, cons)
+		srv, ln, err := listenHTTP(cfg.App.HTTPAddr, cons, tel.Handler)
 		if err != nil {
 			return err
 		}
@@ -101,8 +123,9 @@ func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 
 // listenHTTP serves /healthz (the process is up), /readyz (the group is
 // joined and Postgres takes flushes) and /metrics.
-func listenHTTP(addr string, cons *consumer.Consumer) (*http.Server, net.Listener, error) {
+func listenHTTP(addr string, cons *consumer.Consumer, metrics http.Handler) (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
