@@ -113,11 +113,15 @@ func (bb *BatchBuilder) Add(d *Decoded) {
 		}
 		seen[tr.Row.ID] = len(t.Rows)
 		keys := make(map[string]string, len(tr.Row.Cols))
-		for _, c := range tr.Row.Cols {
-			keys[c.Name] = tr.Row.Key
-		}
 		row := tr.Row
-		row.Cols = append([]Col(nil), tr.Row.Cols...)
+		row.Cols = make([]Col, 0, len(tr.Row.Cols))
+		for _, c := range tr.Row.Cols {
+			if c.Val.IsNull() {
+				continue // a NULL never wins a column (SPEC §11)
+			}
+			keys[c.Name] = tr.Row.Key
+			row.Cols = append(row.Cols, c)
+		}
 		t.Rows = append(t.Rows, row)
 		t.MergeKeys = append(t.MergeKeys, keys)
 	}

@@ -239,3 +239,26 @@ func TestMergeKeyOrdersByTimeThenID(t *testing.T) {
 		t.Fatal("keys out of order")
 	}
 }
+
+// A NULL in the first call of a batch must not win over an older call's
+// value (the sink's review found this).
+func TestMergeNullDoesNotWin(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	row := func(at time.Time, id string, cols ...Col) *Decoded {
+		all := append([]Col{{"id", strVal("u1")}, {"received_at", timeVal(at)}}, cols...)
+		return &Decoded{Rows: []TableRow{{Table: TableRef{"web", "users"}, Merge: true, Row: Row{ID: "u1", ReceivedAt: at, Cols: all, Key: MergeKey(at, id)}}}}
+	}
+	bb := NewBatchBuilder("g", "o")
+	bb.Add(row(t0.Add(2*time.Minute), "late", Col{"name", Value{}}))
+	bb.Add(row(t0, "early", Col{"name", strVal("Ann")}))
+	got := ""
+	for _, c := range bb.Batch().Tables[0].Rows[0].Cols {
+		if c.Name == "name" {
+			got = c.Val.Text()
+		}
+	}
+	if got != "Ann" {
+		t.Fatalf("name = %q, want Ann", got)
+	}
+}

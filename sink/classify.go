@@ -98,6 +98,14 @@ func (e *ddlError) Poison() bool {
 	return errors.As(e.err, &pg) && strings.HasPrefix(pg.Code, "54")
 }
 
+// valueError is a value the loader cannot encode for its column (a
+// timestamp out of Postgres's range): about the data, so poison.
+type valueError struct{ err error }
+
+func (e *valueError) Error() string { return e.err.Error() }
+func (e *valueError) Unwrap() error { return e.err }
+func (e *valueError) Poison() bool  { return true }
+
 // IsFenced reports whether err says the batch's partitions are fenced off.
 func IsFenced(err error) bool {
 	var f *FencedError
@@ -113,6 +121,10 @@ func IsPoison(err error) bool {
 	var d *ddlError
 	if errors.As(err, &d) {
 		return d.Poison()
+	}
+	var v *valueError
+	if errors.As(err, &v) {
+		return true
 	}
 	var pg *pgconn.PgError
 	return errors.As(err, &pg) && poisonCode(pg.Code)
@@ -168,6 +180,20 @@ func fixFor(err error, user, database, host string) string {
 	if err == nil {
 		return ""
 	}
+	// A connection error names who tried to connect where.
+	var ce *pgconn.ConnectError
+	connecting := errors.As(err, &ce)
+	if connecting && ce.Config != nil {
+		if user == "" {
+			user = ce.Config.User
+		}
+		if database == "" {
+			database = ce.Config.Database
+		}
+		if host == "" {
+			host = ce.Config.Host
+		}
+	}
 	u := quoteOr(user, "<loader user>")
 	db := quoteOr(database, "<database>")
 	h := host
@@ -179,6 +205,8 @@ func fixFor(err error, user, database, host string) string {
 		switch pg.Code {
 		case pgerrcode.InsufficientPrivilege: // 42501
 			switch m := pg.Message; {
+			case (connecting || pg.Severity == "FATAL") && strings.Contains(m, "permission denied for database"):
+				return fmt.Sprintf("the loader may not connect to the database; run as a superuser or the database's owner: GRANT CONNECT ON DATABASE %s TO %s;", db, u)
 			case reSchema.MatchString(m):
 				s := quoteIdent(reSchema.FindStringSubmatch(m)[1])
 				return fmt.Sprintf("the loader must own the schemas it writes to; run as a superuser or the schema's owner: ALTER SCHEMA %s OWNER TO %s;", s, u)

@@ -1,12 +1,18 @@
 package sink
 
 import (
+	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"math"
 	"math/big"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/segwarehouse/segwarehouse/schema"
@@ -17,12 +23,20 @@ import (
 // then uuid_ts when the table has it. uuid_ts is always the loader's.
 func copyColumns(def *schema.TableDef, rows []schema.Row) (names []string, types []schema.Type) {
 	present := make(map[string]bool)
+	var prev []schema.Col
 	for i := range rows {
-		for _, c := range rows[i].Cols {
+		cols := rows[i].Cols
+		// Rows of a table mostly share one layout: skip a row whose
+		// columns (and their nullness) match the previous row's.
+		if sameLayout(prev, cols) {
+			continue
+		}
+		for _, c := range cols {
 			if !c.Val.IsNull() {
 				present[c.Name] = true
 			}
 		}
+		prev = cols
 	}
 	hasUUIDTS := false
 	for _, c := range def.Cols {
@@ -42,18 +56,35 @@ func copyColumns(def *schema.TableDef, rows []schema.Row) (names []string, types
 	return names, types
 }
 
-// rowSource feeds rows to pgx's CopyFrom. The values slice is reused:
-// CopyFrom encodes a row before asking for the next.
+func sameLayout(a, b []schema.Col) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].Val.IsNull() != b[i].Val.IsNull() {
+			return false
+		}
+	}
+	return true
+}
+
+// rowSource holds the rows of one COPY: either rows (event tables) or
+// bare column lists (merged rows), the target columns, and uuid_ts.
 type rowSource struct {
 	rows  []schema.Row
+	cols  [][]schema.Col // when set, replaces rows[i].Cols
 	names []string
 	types []schema.Type
 	index map[string]int
 	uuid  int // position of uuid_ts, -1 when absent
 	ts    time.Time
-	// cols, when set, replaces rows[i].Cols (merged rows).
-	cols [][]schema.Col
 
+	// The column positions of the previous row: rows of a table mostly
+	// share one layout, so a name compare replaces a map lookup.
+	guessName []string
+	guessPos  []int
+
+	// pgx.CopyFromSource state (the fallback path).
 	i    int
 	vals []any
 	err  error
@@ -61,7 +92,7 @@ type rowSource struct {
 
 func newRowSource(rows []schema.Row, cols [][]schema.Col, names []string, types []schema.Type, uuidTS time.Time) *rowSource {
 	s := &rowSource{rows: rows, cols: cols, names: names, types: types, ts: uuidTS, uuid: -1,
-		index: make(map[string]int, len(names)), vals: make([]any, len(names))}
+		index: make(map[string]int, len(names))}
 	for i, n := range names {
 		if n == "uuid_ts" {
 			s.uuid = i
@@ -79,9 +110,177 @@ func (s *rowSource) len() int {
 	return len(s.rows)
 }
 
-// reset rewinds the source for another CopyFrom.
-func (s *rowSource) reset() { s.i, s.err = 0, nil }
+func (s *rowSource) row(i int) (id string, cols []schema.Col) {
+	if s.cols != nil {
+		return "", s.cols[i]
+	}
+	return s.rows[i].ID, s.rows[i].Cols
+}
 
+// position returns the target column of a row's k-th column, -1 when the
+// column is not written.
+func (s *rowSource) position(k int, name string) int {
+	if k < len(s.guessName) && s.guessName[k] == name {
+		return s.guessPos[k]
+	}
+	j, ok := s.index[name]
+	if !ok {
+		j = -1
+	}
+	for len(s.guessName) <= k {
+		s.guessName = append(s.guessName, "")
+		s.guessPos = append(s.guessPos, -1)
+	}
+	s.guessName[k], s.guessPos[k] = name, j
+	return j
+}
+
+// copyRows copies src into table with a binary COPY and returns the rows
+// copied. For a table whose columns all have the loader's own types
+// (exact), it encodes the stream itself: no statement describe (a round
+// trip, a prepared statement and a lock on every index of the table, which
+// add up to "out of shared memory" in a flush of thousands of tables).
+// Otherwise pgx's CopyFrom learns the column types from Postgres.
+func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, src *rowSource, exact bool) (int64, error) {
+	if !exact {
+		src.i, src.err = 0, nil
+		return tx.CopyFrom(ctx, table, src.names, src)
+	}
+	conn := tx.Conn()
+	r, w := io.Pipe()
+	var wg sync.WaitGroup
+	var encErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		encErr = src.encode(w, conn.TypeMap())
+		if encErr != nil {
+			w.CloseWithError(encErr)
+			return
+		}
+		w.Close()
+	}()
+	tag, err := conn.PgConn().CopyFrom(ctx, r, "COPY "+table.Sanitize()+" ("+quoteAll(src.names)+") FROM STDIN BINARY")
+	r.Close() // unblocks the encoder if Postgres stopped reading
+	wg.Wait()
+	if encErr != nil {
+		return 0, encErr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+// encode writes the rows as a binary COPY stream to w in chunks of about
+// 64 KiB (pgconn's read size).
+func (s *rowSource) encode(w io.Writer, m *pgtype.Map) error {
+	const chunk = 65536 - 5
+	buf := make([]byte, 0, chunk+4096)
+	buf = append(buf, "PGCOPY\n\377\r\n\000"...)
+	buf = binary.BigEndian.AppendUint32(buf, 0) // flags
+	buf = binary.BigEndian.AppendUint32(buf, 0) // header extension
+	nulls := make([]bool, len(s.names))
+	vals := make([]schema.Value, len(s.names))
+	for i := 0; i < s.len(); i++ {
+		id, cols := s.row(i)
+		for j := range nulls {
+			nulls[j] = true
+		}
+		for k, c := range cols {
+			if j := s.position(k, c.Name); j >= 0 && !c.Val.IsNull() {
+				nulls[j], vals[j] = false, c.Val
+			}
+		}
+		buf = binary.BigEndian.AppendUint16(buf, uint16(len(s.names)))
+		for j := range s.names {
+			var err error
+			switch {
+			case j == s.uuid:
+				buf = appendTimestamptz(buf, s.ts)
+			case nulls[j]:
+				buf = binary.BigEndian.AppendUint32(buf, math.MaxUint32) // -1: NULL
+			default:
+				if buf, err = appendValue(buf, vals[j], s.types[j], m); err != nil {
+					return &valueError{fmt.Errorf("row %q column %s: %w", id, s.names[j], err)}
+				}
+			}
+		}
+		if len(buf) >= chunk {
+			if _, err := w.Write(buf); err != nil {
+				return nil // the reader is gone; pgconn reports why
+			}
+			buf = buf[:0]
+		}
+	}
+	buf = binary.BigEndian.AppendUint16(buf, math.MaxUint16) // -1: trailer
+	_, _ = w.Write(buf)
+	return nil
+}
+
+// Postgres's timestamptz range, in Unix seconds: 4713 BC to 294276 AD.
+const (
+	minTimestampUnix = -210866803200
+	maxTimestampUnix = 9224318016000
+	unixToY2KMicros  = 946684800 * 1000000
+)
+
+func appendTimestamptz(buf []byte, t time.Time) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, 8)
+	us := t.Unix()*1000000 + int64(t.Nanosecond())/1000 - unixToY2KMicros
+	return binary.BigEndian.AppendUint64(buf, uint64(us))
+}
+
+// appendValue appends one length-prefixed binary field holding v, which
+// schema.Conform cast to column type t.
+func appendValue(buf []byte, v schema.Value, t schema.Type, m *pgtype.Map) ([]byte, error) {
+	switch t {
+	case schema.Text:
+		s := v.Str
+		if v.Kind != schema.KindString {
+			s = v.Text()
+		}
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(s)))
+		return append(buf, s...), nil
+	case schema.BigInt:
+		if v.Kind == schema.KindInt {
+			buf = binary.BigEndian.AppendUint32(buf, 8)
+			return binary.BigEndian.AppendUint64(buf, uint64(v.Int)), nil
+		}
+	case schema.Boolean:
+		if v.Kind == schema.KindBool {
+			b := byte(0)
+			if v.Bool {
+				b = 1
+			}
+			return append(binary.BigEndian.AppendUint32(buf, 1), b), nil
+		}
+	case schema.Timestamptz:
+		if v.Kind == schema.KindTime {
+			if u := v.Time.Unix(); u < minTimestampUnix || u > maxTimestampUnix {
+				return nil, fmt.Errorf("timestamp %s is out of Postgres's range", v.Time.Format(time.RFC3339))
+			}
+			return appendTimestamptz(buf, v.Time), nil
+		}
+	case schema.Numeric:
+		n, err := pgValue(v, t)
+		if err != nil {
+			return nil, err
+		}
+		at := len(buf)
+		buf = binary.BigEndian.AppendUint32(buf, 0)
+		out, err := m.Encode(pgtype.NumericOID, pgtype.BinaryFormatCode, n, buf)
+		if err != nil {
+			return nil, err
+		}
+		binary.BigEndian.PutUint32(out[at:], uint32(len(out)-at-4))
+		return out, nil
+	}
+	return nil, fmt.Errorf("a %s value was not cast to the column type %s", v.Kind, t)
+}
+
+// Next, Values and Err make rowSource a pgx.CopyFromSource, for tables
+// with column types the loader did not create.
 func (s *rowSource) Next() bool {
 	if s.err != nil || s.i >= s.len() {
 		return false
@@ -91,25 +290,21 @@ func (s *rowSource) Next() bool {
 }
 
 func (s *rowSource) Values() ([]any, error) {
+	if s.vals == nil {
+		s.vals = make([]any, len(s.names))
+	}
 	for j := range s.vals {
 		s.vals[j] = nil
 	}
-	var cols []schema.Col
-	var id string
-	if s.cols != nil {
-		cols = s.cols[s.i-1]
-	} else {
-		cols = s.rows[s.i-1].Cols
-		id = s.rows[s.i-1].ID
-	}
-	for _, c := range cols {
-		j, ok := s.index[c.Name]
-		if !ok {
+	id, cols := s.row(s.i - 1)
+	for k, c := range cols {
+		j := s.position(k, c.Name)
+		if j < 0 {
 			continue
 		}
 		v, err := pgValue(c.Val, s.types[j])
 		if err != nil {
-			s.err = fmt.Errorf("row %q column %s: %w", id, c.Name, err)
+			s.err = &valueError{fmt.Errorf("row %q column %s: %w", id, c.Name, err)}
 			return nil, s.err
 		}
 		s.vals[j] = v
@@ -165,9 +360,14 @@ func pgValue(v schema.Value, t schema.Type) (any, error) {
 // numeric's own input function would read them (same value and display
 // scale).
 func parseNumeric(s string) (pgtype.Numeric, error) {
-	if !strings.ContainsAny(s, ".eE") {
-		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
-			return pgtype.Numeric{Int: big.NewInt(i), Valid: true}, nil
+	if !strings.ContainsAny(s, "eE") && len(s) <= 19 {
+		// Common case: a short decimal like 19.99 fits an int64 mantissa.
+		mant, exp := s, int32(0)
+		if k := strings.IndexByte(s, '.'); k >= 0 {
+			mant, exp = s[:k]+s[k+1:], -int32(len(s)-k-1)
+		}
+		if i, err := strconv.ParseInt(mant, 10, 64); err == nil {
+			return pgtype.Numeric{Int: big.NewInt(i), Exp: exp, Valid: true}, nil
 		}
 	}
 	mant, exp := s, int64(0)

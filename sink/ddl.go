@@ -29,10 +29,21 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+// exactTypes are the data types of the columns the loader creates: a
+// table whose columns all have one of them is written with a COPY stream
+// the loader encodes itself.
+var exactTypes = map[string]bool{"text": true, "bigint": true, "numeric": true, "boolean": true, "timestamp with time zone": true}
+
+// tableInfo is what the loader knows of a table besides its definition.
+type tableInfo struct {
+	def   *schema.TableDef
+	exact bool // every column has one of exactTypes
+}
+
 // readTables reads the columns of refs from information_schema in one
 // query. Tables that do not exist (or show no columns to the loader) are
 // absent from the result.
-func readTables(ctx context.Context, q querier, refs []schema.TableRef) (map[schema.TableRef]*schema.TableDef, error) {
+func readTables(ctx context.Context, q querier, refs []schema.TableRef) (map[schema.TableRef]tableInfo, error) {
 	schemas := make([]string, len(refs))
 	tables := make([]string, len(refs))
 	for i, r := range refs {
@@ -46,28 +57,40 @@ func readTables(ctx context.Context, q querier, refs []schema.TableRef) (map[sch
 		return nil, fmt.Errorf("reading columns of %d tables: %w", len(refs), err)
 	}
 	cols := make(map[schema.TableRef][]schema.ColumnDef)
+	inexact := make(map[schema.TableRef]bool)
 	var ref schema.TableRef
 	var name, typ string
 	_, err = pgx.ForEachRow(rows, []any{&ref.Schema, &ref.Table, &name, &typ}, func() error {
 		cols[ref] = append(cols[ref], schema.ColumnDef{Name: name, Type: schema.ParseType(typ)})
+		if !exactTypes[typ] {
+			inexact[ref] = true
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading columns of %d tables: %w", len(refs), err)
 	}
-	out := make(map[schema.TableRef]*schema.TableDef, len(cols))
+	out := make(map[schema.TableRef]tableInfo, len(cols))
 	for r, c := range cols {
-		out[r] = schema.NewTableDef(r, c)
+		out[r] = tableInfo{def: schema.NewTableDef(r, c), exact: !inexact[r]}
 	}
 	return out, nil
 }
 
-// prepare makes sure every table and column the batch needs exists and
-// returns the batch's picture of the warehouse: a private Warehouse holding
+// picture is a batch's view of the warehouse: a private Warehouse holding
 // the definitions of the batch's tables (TableDefs are never modified once
-// built, so sharing them with the cache is safe).
-func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*schema.Warehouse, error) {
-	w := schema.NewWarehouse()
+// built, so sharing them with the cache is safe) and which of them have
+// only the loader's own column types.
+type picture struct {
+	w     *schema.Warehouse
+	exact map[schema.TableRef]bool
+}
+
+// prepare makes sure every table and column the batch needs exists and
+// returns the batch's picture of the warehouse.
+func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*picture, error) {
+	p := &picture{w: schema.NewWarehouse(), exact: make(map[schema.TableRef]bool, len(b.Tables))}
+	w := p.w
 	merge := make(map[schema.TableRef]bool, len(b.Tables))
 	var missing []schema.TableRef
 	l.mu.Lock()
@@ -75,6 +98,7 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*schema.Warehous
 		merge[tr.Table] = tr.Merge
 		if d := l.cache.Table(tr.Table); d != nil {
 			w.Set(d)
+			p.exact[tr.Table] = l.exact[tr.Table]
 		} else {
 			missing = append(missing, tr.Table)
 		}
@@ -85,7 +109,7 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*schema.Warehous
 		if err != nil {
 			return nil, err
 		}
-		l.remember(w, defs, merge)
+		l.remember(p, defs, merge)
 	}
 	changes := schema.Plan(w, b)
 	// Each round applies up to maxChangesPerTx changes and must shrink the
@@ -97,22 +121,24 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*schema.Warehous
 				changes[0], pgx.Identifier{changes[0].Table.Schema, changes[0].Table.Table}.Sanitize())}
 		}
 		n := min(len(changes), maxChangesPerTx)
-		if err := l.applyDDL(ctx, w, b, changes[:n], merge); err != nil {
+		if err := l.applyDDL(ctx, p, b, changes[:n], merge); err != nil {
 			return nil, &ddlError{err}
 		}
 		changes = schema.Plan(w, b)
 	}
-	return w, nil
+	return p, nil
 }
 
-// remember records table definitions in the cache and in w.
-func (l *Loader) remember(w *schema.Warehouse, defs map[schema.TableRef]*schema.TableDef, merge map[schema.TableRef]bool) {
+// remember records table definitions in the cache and in p.
+func (l *Loader) remember(p *picture, defs map[schema.TableRef]tableInfo, merge map[schema.TableRef]bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for r, d := range defs {
-		d.Merge = merge[r]
-		l.cache.Set(d)
-		w.Set(d)
+	for r, ti := range defs {
+		ti.def.Merge = merge[r]
+		l.cache.Set(ti.def)
+		l.exact[r] = ti.exact
+		p.w.Set(ti.def)
+		p.exact[r] = ti.exact
 	}
 }
 
@@ -123,6 +149,7 @@ func (l *Loader) forget(b *schema.Batch) {
 	defer l.mu.Unlock()
 	for _, tr := range b.Tables {
 		l.cache.Forget(tr.Table)
+		delete(l.exact, tr.Table)
 	}
 }
 
@@ -131,8 +158,9 @@ func (l *Loader) forget(b *schema.Batch) {
 // again under the lock and the batch planned again, so only what is still
 // missing runs. w and the cache are updated with what the tables hold
 // afterwards.
-func (l *Loader) applyDDL(ctx context.Context, w *schema.Warehouse, b *schema.Batch, changes []schema.Change, merge map[schema.TableRef]bool) error {
+func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, changes []schema.Change, merge map[schema.TableRef]bool) error {
 	start := time.Now()
+	w := p.w
 	refs := make([]schema.TableRef, len(changes))
 	want := make(map[schema.TableRef]bool, len(changes))
 	for i, c := range changes {
@@ -180,9 +208,9 @@ func (l *Loader) applyDDL(ctx context.Context, w *schema.Warehouse, b *schema.Ba
 		if err != nil {
 			return err
 		}
-		l.remember(w, defs, merge)
+		l.remember(p, defs, merge)
 		for _, r := range refs {
-			if defs[r] == nil {
+			if _, ok := defs[r]; !ok {
 				w.Forget(r)
 			}
 		}
@@ -223,7 +251,7 @@ func (l *Loader) applyDDL(ctx context.Context, w *schema.Warehouse, b *schema.Ba
 		if err != nil {
 			return err
 		}
-		l.remember(w, defs, merge)
+		l.remember(p, defs, merge)
 		return nil
 	})
 	if err != nil {
@@ -232,6 +260,7 @@ func (l *Loader) applyDDL(ctx context.Context, w *schema.Warehouse, b *schema.Ba
 		l.mu.Lock()
 		for _, r := range refs {
 			l.cache.Forget(r)
+			delete(l.exact, r)
 		}
 		l.mu.Unlock()
 		return fmt.Errorf("changing %d tables (first %s): %w", len(changes), changes[0], err)

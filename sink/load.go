@@ -37,12 +37,12 @@ func (l *Loader) Load(ctx context.Context, b *schema.Batch) (err error) {
 			err = l.wrap(fmt.Sprintf("loading batch of %d records", b.Records), err)
 		}
 	}()
-	w, err := l.prepare(ctx, b)
+	p, err := l.prepare(ctx, b)
 	if err != nil {
 		return err
 	}
-	schema.Conform(w, b)
-	st, err := l.write(ctx, w, b, start)
+	schema.Conform(p.w, b)
+	st, err := l.write(ctx, p, b, start)
 	if err != nil {
 		return err
 	}
@@ -58,8 +58,15 @@ type loadStats struct {
 }
 
 // write runs the data transaction.
-func (l *Loader) write(ctx context.Context, w *schema.Warehouse, b *schema.Batch, start time.Time) (st loadStats, err error) {
-	tx, err := l.pool.Begin(ctx)
+func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start time.Time) (st loadStats, err error) {
+	// The connection is acquired explicitly so that it can be cleaned
+	// after a rollback, before it goes back to the pool.
+	conn, err := l.pool.Acquire(ctx)
+	if err != nil {
+		return st, err
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return st, err
 	}
@@ -75,7 +82,7 @@ func (l *Loader) write(ctx context.Context, w *schema.Warehouse, b *schema.Batch
 		if stalePlan(err) {
 			// pgx caches statement descriptions per connection; a table
 			// recreated with other column types needs them dropped.
-			_ = tx.Conn().DeallocateAll(rctx)
+			_ = conn.Conn().DeallocateAll(rctx)
 		}
 	}()
 
@@ -91,8 +98,7 @@ func (l *Loader) write(ctx context.Context, w *schema.Warehouse, b *schema.Batch
 		if tr.Merge || len(tr.Rows) == 0 {
 			continue
 		}
-		def := w.Table(tr.Table)
-		n, drop, err := l.copyEvents(ctx, tx, def, tr, uuidTS, i)
+		n, drop, err := l.copyEvents(ctx, tx, p, tr, uuidTS, i)
 		if err != nil {
 			return st, err
 		}
@@ -102,7 +108,7 @@ func (l *Loader) write(ctx context.Context, w *schema.Warehouse, b *schema.Batch
 		st.rows += n
 		st.perTable[tr.Table.String()] += n
 	}
-	if err := l.merge(ctx, tx, w, b, uuidTS, &st); err != nil {
+	if err := l.merge(ctx, tx, p, b, uuidTS, &st); err != nil {
 		return st, err
 	}
 	st.discards, err = l.writeTail(ctx, tx, b, dropped, uuidTS, start, st.perTable)
@@ -193,16 +199,17 @@ func (l *Loader) fence(ctx context.Context, tx pgx.Tx, b *schema.Batch) (time.Ti
 // message again), the savepoint is rolled back and the rows go through a
 // temporary table with ON CONFLICT (id) DO NOTHING, so that the first copy
 // wins. It returns the rows written and the ids dropped as duplicates.
-func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, def *schema.TableDef, tr *schema.TableRows, uuidTS time.Time, seq int) (int, map[string]bool, error) {
-	names, types := copyColumns(def, tr.Rows)
+func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, p *picture, tr *schema.TableRows, uuidTS time.Time, seq int) (int, map[string]bool, error) {
+	names, types := copyColumns(p.w.Table(tr.Table), tr.Rows)
 	src := newRowSource(tr.Rows, nil, names, types, uuidTS)
 	target := pgx.Identifier{tr.Table.Schema, tr.Table.Table}
+	exact := p.exact[tr.Table]
 
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return 0, nil, err
 	}
-	n, err := sp.CopyFrom(ctx, target, names, src)
+	n, err := copyRows(ctx, sp, target, src, exact)
 	if err == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return 0, nil, err
@@ -221,7 +228,7 @@ func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, def *schema.TableDef
 	}
 
 	// Slow path: some ids are already loaded.
-	tmp, err := l.copyToTemp(ctx, tx, target, fmt.Sprintf("segwh_dedup_%d", seq), names, src)
+	tmp, err := l.copyToTemp(ctx, tx, target, fmt.Sprintf("segwh_dedup_%d", seq), src, exact)
 	if err != nil {
 		return 0, nil, fmt.Errorf("copying %d rows into a temporary table for %s: %w", len(tr.Rows), tr.Table, err)
 	}
@@ -249,14 +256,13 @@ func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, def *schema.TableDef
 // copyToTemp creates a temporary table shaped like target (dropped at
 // commit) and copies src into it. It returns the temporary table's quoted
 // name.
-func (l *Loader) copyToTemp(ctx context.Context, tx pgx.Tx, target pgx.Identifier, name string, names []string, src *rowSource) (string, error) {
+func (l *Loader) copyToTemp(ctx context.Context, tx pgx.Tx, target pgx.Identifier, name string, src *rowSource, exact bool) (string, error) {
 	tmp := pgx.Identifier{"pg_temp", name}
 	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE `+pgx.Identifier{name}.Sanitize()+
 		` (LIKE `+target.Sanitize()+`) ON COMMIT DROP`); err != nil {
 		return "", err
 	}
-	src.reset()
-	n, err := tx.CopyFrom(ctx, tmp, names, src)
+	n, err := copyRows(ctx, tx, tmp, src, exact)
 	if err != nil {
 		return "", err
 	}

@@ -365,7 +365,7 @@ func TestClaim(t *testing.T) {
 		t.Fatalf("first claim = %v, want no stored offsets", got)
 	}
 	load(t, l, build("a", -1, rec{off: 0}, rec{off: 1}, rec{off: 2}))
-	got, err := l.Claim(ctxT(t), testGroup, "b", map[string][]int32{testTopic: {1, 0}, "other": {3}})
+	got, err := l.Claim(ctxT(t), testGroup, "b", map[string][]int32{testTopic: {1, 0, 1}, "other": {3}, "none": {}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,32 +415,65 @@ func TestRejectedAndDiscardsWritten(t *testing.T) {
 }
 
 // A value Postgres refuses (text with NUL, built by hand: the decoder
-// strips NULs) makes the load poison, and nothing is written.
+// strips NULs) or the loader cannot encode (a timestamp past Postgres's
+// range) makes the load poison, and nothing is written.
 func TestLoadPoison(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		bad  schema.Col
+	}{
+		{"NUL in text", col("name", vStr("a\x00b"))},
+		{"timestamp out of range", col("at", vTime(time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			l, dsn := newLoader(t)
+			claim(t, l, testOwner, 0)
+			good := rec{off: 0, rows: []schema.TableRow{ev("s", "tracks", evRow("ok", t0, 0, col("name", vStr("fine")), col("at", vTime(t0))))}}
+			b := build(testOwner, -1, good, rec{off: 1, rows: []schema.TableRow{
+				ev("s", "tracks", evRow("bad", t0, 1, tt.bad)),
+			}, rejected: []schema.Rejected{{Pos: schema.Pos{Topic: testTopic, Offset: 1}, Raw: []byte("x"), Reason: "r"}}})
+			err := l.Load(ctxT(t), b)
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			var pe interface{ Poison() bool }
+			if !errors.As(err, &pe) || !pe.Poison() || !IsPoison(err) || IsRetryable(err) || IsFenced(err) {
+				t.Fatalf("error %v: want poison", err)
+			}
+			for _, table := range []string{"s.tracks", "_segwarehouse.rejected", "_segwarehouse.loads"} {
+				if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
+					t.Errorf("%s has %d rows after a poison load", table, n)
+				}
+			}
+			wantRows(t, dsn, [][]any{{nil}}, `SELECT next_offset FROM _segwarehouse.offsets`)
+			// The loader recovers: the partition loads once the bad record is out.
+			load(t, l, build(testOwner, -1, good))
+		})
+	}
+}
+
+// A table someone else created, with column types the loader does not
+// use: values are encoded for the real types (pgx learns them), and the
+// duplicate path works there too.
+func TestLoadIntoForeignTypes(t *testing.T) {
 	t.Parallel()
 	l, dsn := newLoader(t)
 	claim(t, l, testOwner, 0)
-	b := build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{
-		ev("s", "tracks", evRow("ok", t0, 0, col("name", vStr("fine")))),
-	}}, rec{off: 1, rows: []schema.TableRow{
-		ev("s", "tracks", evRow("bad", t0, 1, col("name", vStr("a\x00b")))),
-	}, rejected: []schema.Rejected{{Pos: schema.Pos{Topic: testTopic, Offset: 1}, Raw: []byte("x"), Reason: "r"}}})
-	err := l.Load(ctxT(t), b)
-	if err == nil {
-		t.Fatal("Load succeeded")
-	}
-	var pe interface{ Poison() bool }
-	if !errors.As(err, &pe) || !pe.Poison() || !IsPoison(err) || IsRetryable(err) || IsFenced(err) {
-		t.Fatalf("error %v: want poison", err)
-	}
-	for _, table := range []string{"s.tracks", "_segwarehouse.rejected", "_segwarehouse.loads"} {
-		if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
-			t.Errorf("%s has %d rows after a poison load", table, n)
-		}
-	}
-	wantRows(t, dsn, [][]any{{nil}}, `SELECT next_offset FROM _segwarehouse.offsets`)
-	// The loader recovers: the same partition loads once the bad row is gone.
-	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "tracks", evRow("ok", t0, 0, col("name", vStr("fine"))))}}))
+	pgtest.Exec(t, dsn, `CREATE SCHEMA ext; CREATE TABLE ext.tracks (id varchar(64) PRIMARY KEY, received_at timestamp,
+		uuid_ts timestamptz, n integer, j jsonb, f double precision, s varchar(10));
+		INSERT INTO ext.tracks (id, s) VALUES ('m0', 'old')`)
+	load(t, l, build(testOwner, -1,
+		rec{off: 0, rows: []schema.TableRow{ev("ext", "tracks", evRow("m0", t0, 0, col("s", vStr("dup"))))}},
+		rec{off: 1, rows: []schema.TableRow{ev("ext", "tracks", evRow("m1", t0, 1,
+			col("n", vInt(5)), col("j", vStr(`{"a": [1, 2]}`)), col("f", vNum("1.5")), col("s", vStr("new")), col("extra", vBool(true))))}},
+	))
+	wantRows(t, dsn, [][]any{
+		{"m0", nil, nil, nil, nil, "old", nil, false},
+		{"m1", "2024-05-01 12:00:00", int32(5), `{"a": [1, 2]}`, 1.5, "new", true, true},
+	}, `SELECT id, received_at::text, n, j::text, f, s, extra, uuid_ts IS NOT NULL FROM ext.tracks ORDER BY id`)
 }
 
 // Names are always quoted: a name with a double quote, a space and SQL in
@@ -552,4 +585,56 @@ func TestManyTables(t *testing.T) {
 	t.Logf("%d tables, warm cache: %v", n, time.Since(start))
 	wantRows(t, dsn, [][]any{{int64(n)}}, `SELECT count(*) FROM information_schema.columns WHERE table_schema = 'many' AND column_name = 'flag'`)
 	wantRows(t, dsn, [][]any{{int64(3)}}, `SELECT count(*) FROM many.event_1999`)
+}
+
+// Two loaders merging the same users at once: the advisory lock makes the
+// merges take turns, so the value with the greatest key wins whichever
+// transaction commits last.
+func TestConcurrentMerges(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDB(t)
+	loaders := []*Loader{newLoaderOn(t, dsn), newLoaderOn(t, dsn)}
+	owners := []string{"a", "b"}
+	for i, l := range loaders {
+		if _, err := l.Claim(ctxT(t), testGroup, owners[i], map[string][]int32{testTopic: {int32(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rounds, users = 6, 50
+	var wg sync.WaitGroup
+	errs := make([]error, len(loaders))
+	for i, l := range loaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from := int64(-1)
+			for r := 0; r < rounds; r++ {
+				bb := schema.NewBatchBuilder(testGroup, owners[i])
+				bb.Start(testTopic, int32(i), from)
+				// Loader a's calls are older in even rounds, newer in odd
+				// ones; the winner per user is the last round's newer call.
+				recv := t0.Add(time.Duration(2*r+(i+r)%2) * time.Second)
+				var rows []schema.TableRow
+				for u := 0; u < users; u++ {
+					rows = append(rows, userRow("s", fmt.Sprintf("u%02d", u), recv, fmt.Sprintf("%s-%d-%d", owners[i], r, u),
+						col("x", vStr(fmt.Sprintf("%s-%d", owners[i], r))), col("by_"+owners[i], vInt(int64(r)))))
+				}
+				bb.Add(&schema.Decoded{Pos: schema.Pos{Topic: testTopic, Partition: int32(i), Offset: int64(r)}, Rows: rows})
+				if err := l.Load(ctxT(t), bb.Batch()); err != nil {
+					errs[i] = fmt.Errorf("round %d: %w", r, err)
+					return
+				}
+				from = int64(r) + 1
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("loader %s: %v", owners[i], err)
+		}
+	}
+	// Last round (5): (i+5)%2 makes a's call 1 s newer than b's.
+	wantRows(t, dsn, [][]any{{"a-5", int64(rounds - 1), int64(rounds - 1), int64(users)}},
+		`SELECT x, max(by_a), max(by_b), count(*) FROM s.users GROUP BY x`)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -28,8 +29,9 @@ type Loader struct {
 	// Quoted names of the loader's own tables.
 	offsets, rejected, discards, loads, mergeState string
 
-	mu    sync.Mutex        // guards cache
-	cache *schema.Warehouse // warehouse tables as last read or created
+	mu    sync.Mutex               // guards cache and exact
+	cache *schema.Warehouse        // warehouse tables as last read or created
+	exact map[schema.TableRef]bool // cached tables with only the loader's column types
 }
 
 // Names of the loader's own tables inside Config.LoaderSchema.
@@ -87,6 +89,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Loader, error) {
 		loads:      pgx.Identifier{cfg.LoaderSchema, tableLoads}.Sanitize(),
 		mergeState: pgx.Identifier{cfg.LoaderSchema, tableMergeState}.Sanitize(),
 		cache:      schema.NewWarehouse(),
+		exact:      make(map[schema.TableRef]bool),
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -250,7 +253,8 @@ func (l *Loader) Claim(ctx context.Context, group, owner string, partitions map[
 		batch := &pgx.Batch{}
 		for _, t := range topics {
 			ps := append([]int32(nil), partitions[t]...)
-			sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+			slices.Sort(ps)
+			ps = slices.Compact(ps) // a row twice in one upsert is an error
 			batch.Queue(sql, group, t, owner, ps)
 		}
 		br := tx.SendBatch(ctx, batch)

@@ -27,7 +27,7 @@ import (
 //
 // Round trips: one for all locks and reads, then per table a COPY, then
 // one for all upserts.
-func (l *Loader) merge(ctx context.Context, tx pgx.Tx, w *schema.Warehouse, b *schema.Batch, uuidTS time.Time, st *loadStats) error {
+func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Batch, uuidTS time.Time, st *loadStats) error {
 	type mergeTable struct {
 		tr   *schema.TableRows
 		def  *schema.TableDef
@@ -43,7 +43,7 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, w *schema.Warehouse, b *s
 		}
 		mts = append(mts, &mergeTable{
 			tr:  tr,
-			def: w.Table(tr.Table),
+			def: p.w.Table(tr.Table),
 			key: lockKey("segwarehouse", "merge", tr.Table.Schema, tr.Table.Table),
 			tmp: fmt.Sprintf("segwh_merge_%d", i),
 		})
@@ -64,9 +64,13 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, w *schema.Warehouse, b *s
 		}
 		target := pgx.Identifier{m.tr.Table.Schema, m.tr.Table.Table}.Sanitize()
 		// merge_state of the ids whose row exists: keys of a row someone
-		// deleted must not hold back the incoming values.
-		batch.Queue(`SELECT s.id, s.keys FROM `+l.mergeState+` s JOIN `+target+` t ON t."id" = s.id
-			WHERE s.schema_name = $1 AND s.table_name = $2 AND s.id = ANY($3::text[])`,
+		// deleted must not hold back the incoming values. Driven by unnest,
+		// so each id is two index probes whatever the statistics say (a
+		// filter "id = ANY($1)" on a table not yet analyzed scans the
+		// array for every row).
+		batch.Queue(`SELECT u.id, s.keys FROM unnest($3::text[]) AS u(id)
+			JOIN `+target+` t ON t."id" = u.id
+			JOIN `+l.mergeState+` s ON s.schema_name = $1 AND s.table_name = $2 AND s.id = u.id`,
 			m.tr.Table.Schema, m.tr.Table.Table, m.ids)
 		batch.Queue(`CREATE TEMP TABLE ` + pgx.Identifier{m.tmp}.Sanitize() + ` (LIKE ` + target + `) ON COMMIT DROP`)
 	}
@@ -138,7 +142,7 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, w *schema.Warehouse, b *s
 		names, types := copyColumns(m.def, rowsOf(final))
 		src := newRowSource(nil, final, names, types, uuidTS)
 		tmp := pgx.Identifier{"pg_temp", m.tmp}
-		n, err := tx.CopyFrom(ctx, tmp, names, src)
+		n, err := copyRows(ctx, tx, tmp, src, p.exact[m.tr.Table])
 		if err != nil {
 			return fmt.Errorf("copying %d rows for a merge into %s: %w", len(final), m.tr.Table, err)
 		}

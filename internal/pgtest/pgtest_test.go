@@ -1,6 +1,9 @@
 package pgtest
 
 import (
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -33,5 +36,48 @@ func TestWithDatabase(t *testing.T) {
 				t.Errorf("withDatabase(%q) = %q, want %q", tt.admin, got, tt.want)
 			}
 		})
+	}
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message and ends
+// the goroutine, as the real one does.
+type fatalRecorder struct {
+	testing.TB
+	msg     string
+	skipped bool
+}
+
+func (f *fatalRecorder) Helper()           {}
+func (f *fatalRecorder) Cleanup(fn func()) {}
+func (f *fatalRecorder) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+func (f *fatalRecorder) Skip(args ...any) { f.skipped = true; runtime.Goexit() }
+func (f *fatalRecorder) Skipf(format string, args ...any) {
+	f.skipped = true
+	runtime.Goexit()
+}
+
+func TestNewDBUnreachableFails(t *testing.T) {
+	// Not parallel: sets the environment.
+	t.Setenv(EnvAdminURL, "postgres://postgres:pw-in-url@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2")
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		NewDB(rec)
+	}()
+	<-done
+	if rec.skipped {
+		t.Fatal("NewDB skipped; it must fail")
+	}
+	for _, want := range []string{"127.0.0.1:1", EnvAdminURL, "start one", "connection refused"} {
+		if !strings.Contains(rec.msg, want) {
+			t.Errorf("failure message %q does not contain %q", rec.msg, want)
+		}
+	}
+	if strings.Contains(rec.msg, "pw-in-url") {
+		t.Errorf("failure message leaks the password: %s", rec.msg)
 	}
 }
