@@ -167,7 +167,7 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 		refs[i] = c.Table
 		want[c.Table] = true
 	}
-	var created, added int
+	var created, added, newSchemas int
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		// One round trip: lock, what schemas exist, what the tables hold now.
 		batch := &pgx.Batch{}
@@ -234,6 +234,7 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 			if c.Create && !haveSchema[c.Table.Schema] {
 				haveSchema[c.Table.Schema] = true
 				stmts = append(stmts, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{c.Table.Schema}.Sanitize())
+				newSchemas++
 			}
 			stmts = append(stmts, ddlFor(c))
 			if c.Create {
@@ -265,6 +266,9 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 		l.mu.Unlock()
 		return fmt.Errorf("changing %d tables (first %s): %w", len(changes), changes[0], err)
 	}
+	l.ddl.schemas.Add(int64(newSchemas))
+	l.ddl.tables.Add(int64(created))
+	l.ddl.columns.Add(int64(added))
 	if created > 0 || added > 0 {
 		l.log.Info("warehouse schema changed", "tables_created", created, "columns_added", added, "dur", time.Since(start))
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"sort"
 	"strings"
 	"time"
@@ -37,7 +40,9 @@ func (l *Loader) Load(ctx context.Context, b *schema.Batch) (err error) {
 			err = l.wrap(fmt.Sprintf("loading batch of %d records", b.Records), err)
 		}
 	}()
-	p, err := l.prepare(ctx, b)
+	dctx, span := l.tracer.Start(ctx, "segwarehouse.ddl", trace.WithAttributes(attribute.Int("segwarehouse.tables", len(b.Tables))))
+	p, err := l.prepare(dctx, b)
+	l.endSpan(span, err)
 	if err != nil {
 		return err
 	}
@@ -86,7 +91,9 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		}
 	}()
 
-	uuidTS, err := l.fence(ctx, tx, b)
+	fctx, span := l.tracer.Start(ctx, "segwarehouse.fence", trace.WithAttributes(attribute.Int("segwarehouse.partitions", len(b.Offsets))))
+	uuidTS, err := l.fence(fctx, tx, b)
+	l.endSpan(span, err)
 	if err != nil {
 		return st, err
 	}
@@ -98,7 +105,10 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		if tr.Merge || len(tr.Rows) == 0 {
 			continue
 		}
-		n, drop, err := l.copyEvents(ctx, tx, p, tr, uuidTS, i)
+		cctx, span := l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
+			attribute.String("db.collection.name", tr.Table.String()), attribute.Int("segwarehouse.rows", len(tr.Rows))))
+		n, drop, err := l.copyEvents(cctx, tx, p, tr, uuidTS, i)
+		l.endSpan(span, err)
 		if err != nil {
 			return st, err
 		}
@@ -108,14 +118,20 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		st.rows += n
 		st.perTable[tr.Table.String()] += n
 	}
-	if err := l.merge(ctx, tx, p, b, uuidTS, &st); err != nil {
+	mctx, span := l.tracer.Start(ctx, "segwarehouse.merge")
+	err = l.merge(mctx, tx, p, b, uuidTS, &st)
+	l.endSpan(span, err)
+	if err != nil {
 		return st, err
 	}
 	st.discards, err = l.writeTail(ctx, tx, b, dropped, uuidTS, start, st.perTable)
 	if err != nil {
 		return st, err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	cctx, span := l.tracer.Start(ctx, "segwarehouse.commit")
+	err = tx.Commit(cctx)
+	l.endSpan(span, err)
+	if err != nil {
 		return st, fmt.Errorf("committing: %w", err)
 	}
 	return st, nil
@@ -281,4 +297,14 @@ func quoteAll(names []string) string {
 		sb.WriteString(pgx.Identifier{n}.Sanitize())
 	}
 	return sb.String()
+}
+
+// endSpan ends a span, recording err without the password.
+func (l *Loader) endSpan(span trace.Span, err error) {
+	if err != nil {
+		msg := scrub(err.Error(), l.password)
+		span.RecordError(errors.New(msg))
+		span.SetStatus(codes.Error, msg)
+	}
+	span.End()
 }

@@ -1,9 +1,14 @@
 package sink
 
 import (
+	"sync/atomic"
+
 	"context"
 	"errors"
 	"fmt"
+	"github.com/exaring/otelpgx"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"hash/fnv"
 	"log/slog"
 	"slices"
@@ -28,6 +33,9 @@ type Loader struct {
 
 	// Quoted names of the loader's own tables.
 	offsets, rejected, discards, loads, mergeState string
+
+	tracer trace.Tracer // spans for DDL, each COPY, the merges and the commit
+	ddl    struct{ schemas, tables, columns atomic.Int64 }
 
 	mu    sync.Mutex               // guards cache and exact
 	cache *schema.Warehouse        // warehouse tables as last read or created
@@ -62,10 +70,37 @@ func lockKey(parts ...string) int64 {
 	return int64(h.Sum64())
 }
 
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	tp trace.TracerProvider
+}
+
+// WithTracerProvider traces the loader: a span for the DDL phase, each
+// table's COPY, each merge and the commit (children of the caller's span,
+// the consumer's flush), and, through otelpgx, one span per statement.
+// Query parameters are never recorded. Default: no tracing.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
+
+// DDLStats returns how many DDL statements this loader ran, by kind:
+// create_schema, create_table, add_column.
+func (l *Loader) DDLStats() map[string]int64 {
+	return map[string]int64{
+		"create_schema": l.ddl.schemas.Load(),
+		"create_table":  l.ddl.tables.Load(),
+		"add_column":    l.ddl.columns.Load(),
+	}
+}
+
 // New connects to the warehouse, checks the connection and creates the
 // loader's schema and tables when they are missing. ctx bounds only the
 // start-up; log receives lifecycle events.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*Loader, error) {
+func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Loader, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -77,7 +112,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Loader, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cc := pc.ConnConfig
+	tracer := trace.Tracer(noop.NewTracerProvider().Tracer(""))
+	if o.tp != nil {
+		tracer = o.tp.Tracer("github.com/segwarehouse/segwarehouse/sink")
+		cc.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(o.tp), otelpgx.WithDisableAcquireTracer())
+	}
 	l := &Loader{
+		tracer:     tracer,
 		log:        log,
 		user:       cc.User,
 		database:   cc.Database,

@@ -14,6 +14,8 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/sourcegraph/conc"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/segwarehouse/segwarehouse/consumer"
 	"github.com/segwarehouse/segwarehouse/internal/secret"
@@ -47,6 +49,9 @@ func processEnv(spec any) error {
 
 func redactDSN(s string) string { return secret.RedactURL(s) }
 
+// spanExporter, when set (by tests), receives the spans instead of OTLP.
+var spanExporter sdktrace.SpanExporter
+
 // runLoader wires decoder, sink and consumer and runs until ctx ends.
 func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Writer) error {
 	log.Info("starting", "version", version, "topics", cfg.Kafka.Topics, "group", cfg.Kafka.Group,
@@ -55,15 +60,7 @@ func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	snk, err := sink.New(ctx, cfg.Sink, log)
-	if err != nil {
-		if fix := sink.Fix(err); fix != "" {
-			return fmt.Errorf("connecting to Postgres: %w\nfix: %s", err, fix)
-		}
-		return fmt.Errorf("connecting to Postgres: %w", err)
-	}
-	defer snk.Close()
-	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceVersion: version})
+	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceVersion: version, SpanExporter: spanExporter})
 	if err != nil {
 		return err
 	}
@@ -74,7 +71,16 @@ func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 			log.Warn("flushing telemetry", "err", err)
 		}
 	}()
-	rec, err := telemetry.NewRecorder(tel.Meter, nil)
+	var sopts []sink.Option
+	if tel.Tracing {
+		sopts = append(sopts, sink.WithTracerProvider(otel.GetTracerProvider()))
+	}
+	snk, err := sink.New(ctx, cfg.Sink, log, sopts...)
+	if err != nil {
+		return fmt.Errorf("connecting to Postgres: %w", err)
+	}
+	defer snk.Close()
+	rec, err := telemetry.NewRecorder(tel.Meter, snk.DDLStats)
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
