@@ -16,7 +16,7 @@ func (v Value) Text() string {
 	case KindInt:
 		return strconv.FormatInt(v.Int, 10)
 	case KindBool:
-		if v.Bool {
+		if v.Bool() {
 			return "true"
 		}
 		return "false"
@@ -24,7 +24,7 @@ func (v Value) Text() string {
 		if v.Str != "" {
 			return v.Str
 		}
-		return v.Time.UTC().Format(time.RFC3339Nano)
+		return v.Time().Format(time.RFC3339Nano)
 	}
 	return ""
 }
@@ -117,9 +117,9 @@ func Cast(v Value, t Type) (Value, error) {
 		case KindString:
 			switch v.Str {
 			case "true":
-				return Value{Kind: KindBool, Bool: true}, nil
+				return BoolValue(true), nil
 			case "false":
-				return Value{Kind: KindBool, Bool: false}, nil
+				return BoolValue(false), nil
 			}
 			return fail("not true or false")
 		}
@@ -132,7 +132,7 @@ func Cast(v Value, t Type) (Value, error) {
 			if !ok {
 				return fail("not an RFC 3339 date-time with a zone")
 			}
-			return Value{Kind: KindTime, Time: tm, Str: v.Str}, nil
+			return TimeValue(tm, v.Str), nil
 		}
 	}
 	return fail("")

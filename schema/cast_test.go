@@ -13,9 +13,9 @@ func TestCastTable(t *testing.T) {
 	integer := Value{Kind: KindInt, Int: 10, Str: "10"}
 	float := Value{Kind: KindNumber, Str: "10.75"}
 	negFloat := Value{Kind: KindNumber, Str: "-10.75"}
-	boolean := Value{Kind: KindBool, Bool: true}
+	boolean := BoolValue(true)
 	array := Value{Kind: KindArray, Str: `["a",1]`}
-	timeStr := Value{Kind: KindTime, Str: "2024-05-06T07:08:09Z", Time: ts}
+	timeStr := TimeValue(ts, "2024-05-06T07:08:09Z")
 	const fail = "\x00fail"
 	cases := []struct {
 		name string
@@ -92,8 +92,8 @@ func TestCastTable(t *testing.T) {
 	}
 	// The cast keeps the instant.
 	v, _ := Cast(str("2024-05-06T09:08:09+02:00"), Timestamptz)
-	if !v.Time.Equal(ts) {
-		t.Errorf("instant %v", v.Time)
+	if !v.Time().Equal(ts) {
+		t.Errorf("instant %v", v.Time())
 	}
 }
 

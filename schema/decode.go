@@ -506,7 +506,7 @@ func (mc *msgCtx) discard(table, column, value, code, reason string) {
 }
 
 func strVal(s string) Value     { return Value{Kind: KindString, Str: s} }
-func timeVal(t time.Time) Value { return Value{Kind: KindTime, Time: t} }
+func timeVal(t time.Time) Value { return TimeValue(t, "") }
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -521,7 +521,7 @@ func (st *state) jsonValue(v *fastjson.Value) (Value, bool) {
 	case fastjson.TypeString:
 		s := st.arena.str(v.GetStringBytes())
 		if t, ok := ParseTimestamp(s); ok && inPostgresRange(t) {
-			return Value{Kind: KindTime, Time: t, Str: s}, true
+			return TimeValue(t, s), true
 		}
 		return Value{Kind: KindString, Str: s}, true
 	case fastjson.TypeNumber:
@@ -531,9 +531,9 @@ func (st *state) jsonValue(v *fastjson.Value) (Value, bool) {
 		}
 		return Value{Kind: KindNumber, Str: st.arena.str(st.num)}, true
 	case fastjson.TypeTrue:
-		return Value{Kind: KindBool, Bool: true}, true
+		return BoolValue(true), true
 	case fastjson.TypeFalse:
-		return Value{Kind: KindBool, Bool: false}, true
+		return BoolValue(false), true
 	case fastjson.TypeArray:
 		st.num = v.MarshalTo(st.num[:0])
 		return Value{Kind: KindArray, Str: st.arena.str(st.num)}, true

@@ -69,18 +69,43 @@ const (
 	KindArray       // Str holds the compact JSON text of the array
 )
 
-// Value is one typed column value. The zero Value is NULL.
+// Value is one typed column value. The zero Value is NULL. It is kept to
+// 32 bytes without pointers but Str, because a flush holds hundreds of
+// thousands of them.
 //
 // Per column type the sink reads: text → Str; bigint → Int; numeric → Str (a
-// JSON-syntax decimal literal, e.g. "19.99" or "1e400"); boolean → Bool;
-// timestamptz → Time.
+// JSON-syntax decimal literal, e.g. "19.99" or "1e400"); boolean → Bool();
+// timestamptz → Time() (Int holds microseconds since the Unix epoch, the
+// precision Postgres keeps; Str the original text, if any).
 type Value struct {
 	Kind Kind
 	Str  string
 	Int  int64
-	Bool bool
-	Time time.Time
 }
+
+// BoolValue returns a boolean value.
+func BoolValue(b bool) Value {
+	if b {
+		return Value{Kind: KindBool, Int: 1}
+	}
+	return Value{Kind: KindBool}
+}
+
+// TimeValue returns a timestamp value (to the microsecond); text, when not
+// empty, is the original text it was parsed from.
+func TimeValue(t time.Time, text string) Value {
+	return Value{Kind: KindTime, Int: t.UnixMicro(), Str: text}
+}
+
+// Bool is the value of a KindBool value.
+func (v Value) Bool() bool { return v.Int != 0 }
+
+// Time is the instant of a KindTime value, in UTC.
+func (v Value) Time() time.Time { return time.UnixMicro(v.Int).UTC() }
+
+// UnixMicro is the instant of a KindTime value in microseconds since the
+// Unix epoch.
+func (v Value) UnixMicro() int64 { return v.Int }
 
 // Type is the column type a new column gets for this value (SPEC §7).
 func (v Value) Type() Type {

@@ -45,7 +45,7 @@ func TestPlanNewTableLeadingColumnsAndWidening(t *testing.T) {
 	integer := Value{Kind: KindInt, Int: 1}
 	b := batchOf(
 		[]Col{{"a", integer}, {"b", integer}, {"c", strVal("x")}},
-		[]Col{{"a", num}, {"b", strVal("y")}, {"d", Value{Kind: KindBool, Bool: true}}},
+		[]Col{{"a", num}, {"b", strVal("y")}, {"d", BoolValue(true)}},
 		[]Col{{"e", Value{}}}, // NULL makes no column
 	)
 	w := NewWarehouse()

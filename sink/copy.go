@@ -250,17 +250,18 @@ func appendValue(buf []byte, v schema.Value, t schema.Type, m *pgtype.Map) ([]by
 	case schema.Boolean:
 		if v.Kind == schema.KindBool {
 			b := byte(0)
-			if v.Bool {
+			if v.Bool() {
 				b = 1
 			}
 			return append(binary.BigEndian.AppendUint32(buf, 1), b), nil
 		}
 	case schema.Timestamptz:
 		if v.Kind == schema.KindTime {
-			if u := v.Time.Unix(); u < minTimestampUnix || u > maxTimestampUnix {
-				return nil, fmt.Errorf("timestamp %s is out of Postgres's range", v.Time.Format(time.RFC3339))
+			if u := v.UnixMicro() / 1e6; u < minTimestampUnix || u > maxTimestampUnix {
+				return nil, fmt.Errorf("timestamp %s is out of Postgres's range", v.Time().Format(time.RFC3339))
 			}
-			return appendTimestamptz(buf, v.Time), nil
+			buf = binary.BigEndian.AppendUint32(buf, 8)
+			return binary.BigEndian.AppendUint64(buf, uint64(v.UnixMicro()-unixToY2KMicros)), nil
 		}
 	case schema.Numeric:
 		n, err := pgValue(v, t)
@@ -344,11 +345,11 @@ func pgValue(v schema.Value, t schema.Type) (any, error) {
 		}
 	case schema.Boolean:
 		if v.Kind == schema.KindBool {
-			return v.Bool, nil
+			return v.Bool(), nil
 		}
 	case schema.Timestamptz:
 		if v.Kind == schema.KindTime {
-			return v.Time, nil
+			return v.Time(), nil
 		}
 	}
 	return nil, fmt.Errorf("a %s value was not cast to the column type %s", v.Kind, t)

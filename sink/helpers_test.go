@@ -69,8 +69,8 @@ func claim(t testing.TB, l *Loader, owner string, parts ...int32) map[string]map
 func vStr(s string) schema.Value     { return schema.Value{Kind: schema.KindString, Str: s} }
 func vInt(i int64) schema.Value      { return schema.Value{Kind: schema.KindInt, Int: i, Str: ""} }
 func vNum(s string) schema.Value     { return schema.Value{Kind: schema.KindNumber, Str: s} }
-func vBool(b bool) schema.Value      { return schema.Value{Kind: schema.KindBool, Bool: b} }
-func vTime(t time.Time) schema.Value { return schema.Value{Kind: schema.KindTime, Time: t} }
+func vBool(b bool) schema.Value      { return schema.BoolValue(b) }
+func vTime(t time.Time) schema.Value { return schema.TimeValue(t, "") }
 
 func col(name string, v schema.Value) schema.Col { return schema.Col{Name: name, Val: v} }
 
