@@ -19,7 +19,10 @@ type state struct {
 	segIndex map[string]int // column name → index in the segment, for large segments
 	events   map[string]eventEntry
 	num      []byte // scratch for number literals and array text
-	arena    arena  // the current record's text; replaced per record
+	// badNumber is set when a number token of the message is not valid
+	// JSON; the message is then rejected.
+	badNumber string
+	arena     arena // the current record's text; replaced per record
 }
 
 type eventEntry struct{ name, table string }
