@@ -10,11 +10,12 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/segwarehouse/segwarehouse/internal/pgbin"
 )
 
 // devDatabaseName is the database `segwarehouse dev` creates on a local
@@ -38,7 +39,7 @@ func devDatabase(ctx context.Context, log *slog.Logger) (dsn string, stop func()
 		}
 		tried = append(tried, err.Error())
 	}
-	bin, err := findPostgresBin()
+	bin, err := pgbin.Dir()
 	if err != nil {
 		return "", nil, fmt.Errorf("no Postgres server answered (%s) and %w.\n"+
 			"Fix: install Postgres (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@16), "+
@@ -95,23 +96,6 @@ func ensureDatabase(ctx context.Context, admin, db string) (string, error) {
 		return strings.Replace(admin, "/postgres?", "/"+db+"?", 1), nil
 	}
 	return strings.Replace(admin, "dbname=postgres", "dbname="+db, 1), nil
-}
-
-// findPostgresBin finds a directory holding initdb and pg_ctl.
-func findPostgresBin() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if _, err := exec.LookPath("pg_ctl"); err == nil {
-			return filepath.Dir(p), nil
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-			return d, nil
-		}
-	}
-	return "", errors.New("no Postgres binaries (initdb, pg_ctl) were found")
 }
 
 // startThrowaway initialises and starts a cluster in the user's cache

@@ -7,10 +7,11 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/segwarehouse/segwarehouse/internal/pgbin"
 )
 
 // Cluster is a throwaway Postgres cluster of a test's own, for what the
@@ -40,7 +41,7 @@ type ClusterOptions struct {
 // As root the cluster runs as the postgres OS user (Postgres refuses root).
 func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	t.Helper()
-	bin, err := postgresBin()
+	bin, err := pgbin.Dir()
 	if err != nil {
 		t.Fatalf("pgtest: %v (install the postgresql package; .ci/run does)", err)
 	}
@@ -138,22 +139,6 @@ func (c *Cluster) write(path string, data []byte, mode os.FileMode) {
 			_ = os.Chown(path, uid, gid)
 		}
 	}
-}
-
-func postgresBin() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			return filepath.Dir(real), nil
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-			return d, nil
-		}
-	}
-	return "", fmt.Errorf("no Postgres binaries (initdb, pg_ctl) found")
 }
 
 func freePort(t testing.TB) int {
