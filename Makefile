@@ -37,8 +37,13 @@ fuzz:
 e2e: build
 	SEGWH_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./e2e/...
 
-bench:
-	$(GO) run ./cmd/segwarehouse-bench
+# The performance benchmark (issue 5) against the local Postgres: the built
+# loader end to end vs binary COPY of the same rows, workloads a-d (about
+# 8 minutes). BENCHFLAGS=-quick: a smoke run; BENCHFLAGS='-workloads a
+# -cpuprofile a.prof': the loader's CPU profile under (a).
+BENCHFLAGS ?=
+bench: build
+	$(GO) run ./cmd/segwarehouse-bench -bin $(BIN) $(BENCHFLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

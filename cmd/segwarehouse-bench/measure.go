@@ -26,7 +26,11 @@ type meter struct {
 // newMeter returns a meter of the Postgres CPU spent for database db; the
 // excluded backend pids (monitoring connections) do not count.
 func newMeter(db string, exclude ...int) (*meter, error) {
-	m := &meter{pg: newPGSampler(db, exclude...)}
+	pg, err := newPGSampler(db, exclude...)
+	if err != nil {
+		return nil, err
+	}
+	m := &meter{pg: pg}
 	if _, err := m.pg.Snapshot(); err != nil {
 		return nil, err
 	}
@@ -63,7 +67,7 @@ func (m *meter) read() (pg, self, busy float64, err error) {
 }
 
 // sampleUntil takes a Postgres CPU snapshot every pollEvery until stop is
-// closed, so that a backend that exits early keeps its CPU.
+// closed, so that a backend that exits early keeps most of its CPU.
 func (m *meter) sampleUntil(stop <-chan struct{}) {
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()

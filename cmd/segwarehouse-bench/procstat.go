@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -18,6 +19,7 @@ const clockTicks = 100
 // procTimes is what the benchmark reads from /proc/<pid>/stat.
 type procTimes struct {
 	comm  string // the executable's name, without the parentheses
+	ppid  int
 	cpu   uint64 // utime + stime, in clock ticks, over all threads
 	start uint64 // starttime, in clock ticks after boot: tells a reused pid apart
 }
@@ -39,21 +41,21 @@ func parseProcStat(b []byte) (procTimes, error) {
 	if open < 0 || end < open {
 		return procTimes{}, fmt.Errorf("parsing /proc stat %.40q: no command name", b)
 	}
-	// Fields after the name start with field 3 (state); utime is field 14,
-	// stime 15 and starttime 22 in proc(5)'s numbering.
+	// Fields after the name start with field 3 (state); ppid is field 4,
+	// utime 14, stime 15 and starttime 22 in proc(5)'s numbering.
 	f := strings.Fields(string(b[end+1:]))
 	if len(f) < 20 {
 		return procTimes{}, fmt.Errorf("parsing /proc stat: %d fields after the command name, want at least 20", len(f))
 	}
-	var v [3]uint64
-	for i, idx := range []int{11, 12, 19} {
+	var v [4]uint64
+	for i, idx := range []int{11, 12, 19, 1} {
 		n, err := strconv.ParseUint(f[idx], 10, 64)
 		if err != nil {
 			return procTimes{}, fmt.Errorf("parsing /proc stat field %d: %w", idx+3, err)
 		}
 		v[i] = n
 	}
-	return procTimes{comm: string(b[open+1 : end]), cpu: v[0] + v[1], start: v[2]}, nil
+	return procTimes{comm: string(b[open+1 : end]), ppid: int(v[3]), cpu: v[0] + v[1], start: v[2]}, nil
 }
 
 // processCPU returns the CPU seconds (user + system, all threads) the
@@ -137,26 +139,40 @@ type procCPU struct {
 // other databases (other people's tests on a shared server) and the
 // excluded pids (the benchmark's own monitoring connection) do not count.
 //
-// Every Snapshot samples all postgres processes; a process that exits
+// Every Snapshot samples the postmasters' children; a process that exits
 // between two snapshots keeps the CPU seen at the last one, so frequent
 // snapshots lose little, and a process born after the first snapshot
 // counts from zero.
 type pgSampler struct {
-	mu      sync.Mutex
-	db      string
-	exclude map[int]bool
-	procs   map[procKey]*procCPU
-	started bool
+	mu          sync.Mutex
+	db          string
+	exclude     map[int]bool
+	postmasters []int
+	procs       map[procKey]*procCPU
+	started     bool
 }
 
 // newPGSampler returns a sampler of the postgres processes that work for
 // database db. Call Snapshot once to start the window.
-func newPGSampler(db string, exclude ...int) *pgSampler {
+func newPGSampler(db string, exclude ...int) (*pgSampler, error) {
 	s := &pgSampler{db: db, exclude: make(map[int]bool), procs: make(map[procKey]*procCPU)}
 	for _, pid := range exclude {
 		s.exclude[pid] = true
 	}
-	return s
+	pids, err := postgresPIDs()
+	if err != nil {
+		return nil, err
+	}
+	for _, pid := range pids {
+		if t, err := readProcTimes(strconv.Itoa(pid)); err == nil && !slices.Contains(pids, t.ppid) {
+			s.postmasters = append(s.postmasters, pid)
+		}
+	}
+	if len(s.postmasters) == 0 {
+		return nil, errors.New("no postgres process in /proc: the benchmark must run on the Postgres server's machine, " +
+			"as root or as the postgres user")
+	}
+	return s, nil
 }
 
 // Snapshot samples every postgres process and returns the CPU seconds the
@@ -164,23 +180,22 @@ func newPGSampler(db string, exclude ...int) *pgSampler {
 func (s *pgSampler) Snapshot() (float64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ents, err := os.ReadDir("/proc")
+	pids, err := s.pids()
 	if err != nil {
-		return 0, fmt.Errorf("listing /proc: %w", err)
+		return 0, err
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || s.exclude[pid] {
+	for _, pid := range pids {
+		if s.exclude[pid] {
 			continue
 		}
-		t, err := readProcTimes(e.Name())
+		t, err := readProcTimes(strconv.Itoa(pid))
 		if err != nil || t.comm != "postgres" {
-			continue // gone already, or not Postgres
+			continue // gone already
 		}
 		k := procKey{pid, t.start}
 		p := s.procs[k]
 		if p == nil {
-			p = &procCPU{counts: s.counts(e.Name())}
+			p = &procCPU{counts: s.counts(pid)}
 			if !s.started {
 				p.first = t.cpu // only what it uses from now on counts
 			}
@@ -198,9 +213,53 @@ func (s *pgSampler) Snapshot() (float64, error) {
 	return float64(ticks) / clockTicks, nil
 }
 
+// pids returns the postmasters and their children, from the kernel's
+// children lists; without those (CONFIG_PROC_CHILDREN), every postgres
+// process.
+func (s *pgSampler) pids() ([]int, error) {
+	out := append([]int(nil), s.postmasters...)
+	for _, pm := range s.postmasters {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pm))
+		if err != nil {
+			return postgresPIDs()
+		}
+		for _, t := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pm, t.Name()))
+			if err != nil {
+				return postgresPIDs()
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					out = append(out, pid)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// postgresPIDs lists the processes named postgres.
+func postgresPIDs() ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing /proc: %w", err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if t, err := readProcTimes(e.Name()); err == nil && t.comm == "postgres" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
 // counts reports whether the postgres process pid works for s.db.
-func (s *pgSampler) counts(pid string) bool {
-	b, err := os.ReadFile("/proc/" + pid + "/cmdline")
+func (s *pgSampler) counts(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
 		return false
 	}

@@ -49,13 +49,17 @@ func printHeader(w io.Writer, h header) {
 		topic, partitions, producerLinger)
 	fmt.Fprintf(w, "           sample.DefaultMix (70%% track, 12%% page, 10%% identify, 3%% group, 3%% screen, 2%% alias), %d users, keyed by user, no receivedAt\n", users)
 	fmt.Fprintf(w, "baseline:  binary COPY (pgx CopyFrom) of the rows the loader wrote, from memory, into identical tables\n")
-	fmt.Fprintf(w, "           in a fresh database, %d rows per transaction, one connection\n\n", baselineRowsPerTx)
+	fmt.Fprintf(w, "           in a fresh database, %d rows per transaction, one connection; its loader CPU is the COPY client's\n", baselineRowsPerTx)
+	fmt.Fprintf(w, "columns:   ratio = loader rows/s ÷ baseline rows/s; PG CPU counts the postmaster, background processes and the\n"+
+		"           run's database's backends; other CPU = the machine's busy time outside the loader, Postgres and this\n"+
+		"           process (the broker): other users of a shared machine, kernel threads\n\n")
 }
 
 // printTable prints one loader line and one baseline line per workload.
 func printTable(w io.Writer, results []*result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\trun\tevents\trows\ttables\tseconds\tevents/s\trows/s\tratio\tCPU s/1k ev client\tCPU s/1k ev PG\tpeak RSS MiB\tflush p50/p99 ms\tflushes/txs\t")
+	fmt.Fprintln(tw, "workload\trun\tevents\trows\ttables\tseconds\tevents/s\trows/s\tratio\t"+
+		"loader CPU s/1k ev\tPG CPU s/1k ev\tpeak RSS MiB\tflush p50/p99 ms\tflushes/txs\tother CPU s\t")
 	for _, r := range results {
 		l := r.loader
 		ev := float64(l.produced.events)
@@ -67,12 +71,12 @@ func printTable(w io.Writer, results []*result) {
 		if x := r.ratio(); x > 0 {
 			ratio = fmt.Sprintf("%.2f", x)
 		}
-		fmt.Fprintf(tw, "%s %s\tloader\t%d\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%.3f\t%.3f\t%s\t%.0f / %.0f\t%d\t\n",
+		fmt.Fprintf(tw, "%s %s\tloader\t%d\t%d\t%d\t%.1f\t%.0f\t%.0f\t%s\t%.3f\t%.3f\t%s\t%.0f / %.0f\t%d\t%.1f\t\n",
 			r.w.name, r.w.title, l.produced.events, l.rows, l.tables, l.seconds, ev/l.seconds, float64(l.rows)/l.seconds,
-			ratio, l.loaderCPU/ev*1000, l.pgCPU/ev*1000, rss, l.load.p50, l.load.p99, l.load.flushes)
+			ratio, l.loaderCPU/ev*1000, l.pgCPU/ev*1000, rss, l.load.p50, l.load.p99, l.load.flushes, nonNeg(l.otherCPU))
 		if b := r.base; b != nil {
-			fmt.Fprintf(tw, "\tbaseline\t\t%d\t%d\t%.1f\t\t%.0f\t1.00\t%.3f\t%.3f\t\t\t%d\t\n",
-				b.rows, b.tables, b.seconds, float64(b.rows)/b.seconds, b.clientCPU/ev*1000, b.pgCPU/ev*1000, b.txs)
+			fmt.Fprintf(tw, "\tbaseline\t\t%d\t%d\t%.1f\t\t%.0f\t1.00\t%.3f\t%.3f\t\t\t%d\t%.1f\t\n",
+				b.rows, b.tables, b.seconds, float64(b.rows)/b.seconds, b.clientCPU/ev*1000, b.pgCPU/ev*1000, b.txs, nonNeg(b.otherCPU))
 		}
 	}
 	tw.Flush()
@@ -93,8 +97,8 @@ func printNotes(w io.Writer, results []*result) {
 		}
 		fmt.Fprintf(w, "    loader: %d records, %d messages, %d rejected, %d discards, %d rows written (merged users/accounts rows once per flush)\n",
 			l.load.records, l.load.messages, l.load.rejected, l.load.discards, l.load.rowsWritten)
-		fmt.Fprintf(w, "    CPU seconds: loader %.1f, Postgres %.1f, broker+producer+benchmark %.1f, rest of the machine %.1f (other users)\n",
-			l.loaderCPU, l.pgCPU, l.benchCPU, l.otherCPU)
+		fmt.Fprintf(w, "    CPU seconds: loader %.1f, Postgres %.1f, broker+producer+benchmark %.1f, rest of the machine %.1f (other users, kernel)\n",
+			l.loaderCPU, l.pgCPU, l.benchCPU, nonNeg(l.otherCPU))
 		if c := l.latency; c != nil {
 			fmt.Fprintf(w, "    produce-to-committed latency, tracks rows: uuid_ts − received_at p50 %.2f s, p99 %.2f s;\n"+
 				"      to the flush's end (loads.started_at + duration_ms, before COMMIT) p50 %.2f s, p99 %.2f s\n",
@@ -102,7 +106,7 @@ func printNotes(w io.Writer, results []*result) {
 		}
 		if b := r.base; b != nil {
 			fmt.Fprintf(w, "    baseline: %d transactions, %d COPY statements; CPU seconds: client %.1f, Postgres %.1f, rest of the machine %.1f\n",
-				b.txs, b.copies, b.clientCPU, b.pgCPU, b.otherCPU)
+				b.txs, b.copies, b.clientCPU, b.pgCPU, nonNeg(b.otherCPU))
 			if b.rows != l.rows {
 				fmt.Fprintf(w, "    WARNING: the baseline copied %d rows, the loader's tables hold %d\n", b.rows, l.rows)
 			}
@@ -140,3 +144,7 @@ func printTargets(w io.Writer, results []*result) {
 		fmt.Fprintf(w, "    (d) peak RSS ≤ 256 MiB: %.0f MiB\n", float64(d.loader.peakRSS)/(1<<20))
 	}
 }
+
+// nonNeg clamps a difference of CPU counters, which sampling at slightly
+// different instants can push a little below zero.
+func nonNeg(x float64) float64 { return max(x, 0) }

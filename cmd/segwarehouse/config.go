@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -86,4 +87,16 @@ func printUsage(w io.Writer) {
 		_ = envconfig.Usagef(envPrefix, p, tw, usageFormat)
 	}
 	tw.Flush()
+}
+
+// cmdConfig prints the configuration run would use, as JSON. Secrets are
+// secret.String values, which marshal redacted.
+func cmdConfig(w io.Writer) error {
+	c, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(c)
 }

@@ -5,6 +5,7 @@
 //	segwarehouse dev     the same on an embedded broker with sample events
 //	segwarehouse check   verify Kafka and Postgres access and privileges
 //	segwarehouse env     print every SEGWH_* variable with its default
+//	segwarehouse config  print the effective configuration, secrets redacted
 //	segwarehouse version print the version
 package main
 
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -59,6 +61,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	case "env":
 		printUsage(stdout)
 		return 0
+	case "config":
+		err = cmdConfig(stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "segwarehouse", version)
 		return 0
@@ -73,7 +77,7 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "segwarehouse: %v\n\n", errors.Unwrap(err))
+		fmt.Fprintf(stderr, "segwarehouse: %s\n\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		printUsage(stderr)
 		return 2
 	case errors.Is(err, errCheckFailed):
@@ -91,6 +95,7 @@ Commands:
   dev      embedded Kafka broker on 127.0.0.1:9092, sample events, local Postgres
   check    verify Kafka and Postgres access and every privilege the loader needs
   env      list every SEGWH_* variable with its default
+  config   print the effective configuration as JSON, secrets redacted
   version  print the version
 `
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -20,7 +21,10 @@ func TestConfigErrorsPrintUsageAndExit2(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			for _, k := range []string{"SEGWH_DATABASE_URL", "SEGWH_KAFKA_TOPICS", "SEGWH_FLUSH_ROWS", "SEGWH_LOG_FORMAT"} {
-				t.Setenv(k, c.env[k])
+				t.Setenv(k, c.env[k]) // restores the variable after the test
+				if _, ok := c.env[k]; !ok {
+					os.Unsetenv(k)
+				}
 			}
 			var out, errb bytes.Buffer
 			code := mainExit([]string{"run"}, &out, &errb)
@@ -28,7 +32,8 @@ func TestConfigErrorsPrintUsageAndExit2(t *testing.T) {
 				t.Errorf("exit %d, want 2", code)
 			}
 			s := errb.String()
-			if !strings.Contains(s, c.want) || !strings.Contains(s, "VARIABLE") || !strings.Contains(s, "SEGWH_FLUSH_INTERVAL") {
+			first, _, _ := strings.Cut(s, "\n")
+			if !strings.Contains(first, c.want) || !strings.Contains(s, "VARIABLE") || !strings.Contains(s, "SEGWH_FLUSH_INTERVAL") {
 				t.Errorf("stderr lacks the error or the usage table:\n%s", s)
 			}
 			if strings.Contains(s+out.String(), "Hunter2-pw") {
@@ -45,5 +50,26 @@ func TestUnknownCommand(t *testing.T) {
 	}
 	if code := mainExit([]string{"version"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "segwarehouse") {
 		t.Errorf("version: exit %d: %s", code, out.String())
+	}
+}
+
+func TestConfigDumpRedactsSecrets(t *testing.T) {
+	t.Setenv("SEGWH_KAFKA_TOPICS", "web")
+	t.Setenv("SEGWH_DATABASE_URL", "postgres://loader:S3cret-db-pw@db.example.com/w?sslmode=verify-full")
+	t.Setenv("SEGWH_KAFKA_SASL_MECHANISM", "PLAIN")
+	t.Setenv("SEGWH_KAFKA_SASL_USER", "loader")
+	t.Setenv("SEGWH_KAFKA_SASL_PASSWORD", "kafka-pw-9876")
+	var out, errb bytes.Buffer
+	if code := mainExit([]string{"config"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	s := out.String()
+	for _, want := range []string{`"Topics": [`, `db.example.com`, `"SASLUser": "loader"`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("config lacks %s:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "S3cret-db-pw") || strings.Contains(s, "kafka-pw-9876") {
+		t.Errorf("a secret leaked into the config dump:\n%s", s)
 	}
 }

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"os"
+	"strconv"
+	"testing"
+)
+
+func TestParseProcStat(t *testing.T) {
+	// A command name with spaces and parentheses, as a thread may name
+	// itself; utime 1200 and stime 34 (fields 14 and 15), starttime 987654
+	// (field 22).
+	line := "4242 (we (ird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1200 34 0 0 20 0 9 0 987654 1000000 500 " +
+		"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+	got, err := parseProcStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.comm != "we (ird) name" || got.ppid != 1 || got.cpu != 1234 || got.start != 987654 {
+		t.Errorf("parseProcStat = %+v, want comm %q, ppid 1, cpu 1234, start 987654", got, "we (ird) name")
+	}
+	if _, err := parseProcStat([]byte("4242 (short) S 1 2")); err == nil {
+		t.Error("parseProcStat accepted a truncated line")
+	}
+}
+
+func TestProcessCPUSelf(t *testing.T) {
+	if _, err := processCPU(strconv.Itoa(os.Getpid())); err != nil {
+		t.Fatal(err)
+	}
+	if rss, err := peakRSS("self"); err != nil || rss <= 0 {
+		t.Fatalf("peakRSS(self) = %d, %v", rss, err)
+	}
+	if busy, err := machineBusy(); err != nil || busy <= 0 {
+		t.Fatalf("machineBusy() = %v, %v", busy, err)
+	}
+}
+
+func TestCountsFor(t *testing.T) {
+	const db = "segwh_bench_a_0011aabb"
+	for _, tc := range []struct {
+		cmdline string
+		want    bool
+	}{
+		{"/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main -c config_file=x ", true},
+		{"postgres: 15/main: checkpointer      ", true},
+		{"postgres: 15/main: background writer ", true},
+		{"postgres: walwriter ", true},
+		{"postgres: 15/main: postgres " + db + " 127.0.0.1(57392) COPY", true},
+		{"postgres: postgres " + db + " [local] idle in transaction", true},
+		{"postgres: 15/main: autovacuum worker " + db, true},
+		{"postgres: 15/main: postgres segwh_test_c2b0a9c4d3d8 127.0.0.1(57392) SELECT", false},
+		{"postgres: 15/main: postgres " + db + "_base 127.0.0.1(1) idle", false},
+		{"postgres: 15/main: autovacuum worker other", false},
+	} {
+		if got := countsFor(tc.cmdline, db); got != tc.want {
+			t.Errorf("countsFor(%q) = %v, want %v", tc.cmdline, got, tc.want)
+		}
+	}
+}
+
+func TestOffsetsReached(t *testing.T) {
+	ends := map[int32]int64{0: 10, 1: 0, 2: 5}
+	for _, tc := range []struct {
+		st   offsetsState
+		want bool
+	}{
+		{offsetsState{0: 10, 2: 5}, true}, // partition 1 is empty: nothing to wait for
+		{offsetsState{0: 10, 1: -1, 2: 5}, true},
+		{offsetsState{0: 10, 2: 4}, false},
+		{offsetsState{0: 10}, false},
+		{offsetsState{}, false},
+	} {
+		if got := tc.st.reached(ends); got != tc.want {
+			t.Errorf("%v.reached(%v) = %v, want %v", tc.st, ends, got, tc.want)
+		}
+	}
+}
+
+func TestWithDatabase(t *testing.T) {
+	for _, tc := range []struct{ admin, want string }{
+		{"postgres://postgres@127.0.0.1:5432/postgres?sslmode=prefer", "postgres://postgres@127.0.0.1:5432/x?sslmode=disable"},
+		{"host=/run/postgresql user=postgres", "host=/run/postgresql user=postgres dbname=x sslmode=disable"},
+	} {
+		got, err := withDatabase(tc.admin, "x")
+		if err != nil || got != tc.want {
+			t.Errorf("withDatabase(%q) = %q, %v; want %q", tc.admin, got, err, tc.want)
+		}
+	}
+}
+
+func TestProfilePath(t *testing.T) {
+	if got := profilePath("/tmp/cpu.prof", "a", false); got != "/tmp/cpu.prof" {
+		t.Errorf("one workload: %q", got)
+	}
+	if got := profilePath("/tmp/cpu.prof", "b", true); got != "/tmp/cpu-b.prof" {
+		t.Errorf("several workloads: %q", got)
+	}
+}
+
+func TestQuickFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-quick", "-events", "1000", "-workloads", "c,a,c"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.events != 1000 || o.backlog != 50_000 || o.duration.Seconds() != 10 {
+		t.Errorf("-quick with -events: events %d, backlog %d, duration %s", o.events, o.backlog, o.duration)
+	}
+	if len(o.workloads) != 2 || o.workloads[0] != "c" || o.workloads[1] != "a" {
+		t.Errorf("workloads %v, want [c a]", o.workloads)
+	}
+	if _, err := parseFlags([]string{"-workloads", "e"}, os.Stderr); err == nil {
+		t.Error("an unknown workload was accepted")
+	}
+	if w := o.workload("a"); !w.baseline || w.names != 50 || w.events != 1000 {
+		t.Errorf("workload a = %+v", w)
+	}
+	if w := o.workload("c"); w.baseline || !w.stream() || w.total() != 50_000 {
+		t.Errorf("workload c = %+v", w)
+	}
+}
