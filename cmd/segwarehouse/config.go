@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"text/tabwriter"
 	"time"
 
@@ -50,6 +51,8 @@ type config struct {
 
 const envPrefix = "SEGWH"
 
+var requiredRE = regexp.MustCompile(`required key (\S+) missing value`)
+
 // parts lists the sections in the order the usage table shows them.
 func (c *config) parts() []any { return []any{&c.App, &c.Kafka, &c.Sink, &c.Schema} }
 
@@ -59,7 +62,8 @@ func loadConfig() (*config, error) {
 	var errs []error
 	for _, p := range c.parts() {
 		if err := envconfig.Process(envPrefix, p); err != nil {
-			errs = append(errs, err)
+			// envconfig names a missing variable without its prefix.
+			errs = append(errs, errors.New(requiredRE.ReplaceAllString(err.Error(), envPrefix+"_$1 is required")))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
