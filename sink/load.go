@@ -47,7 +47,15 @@ func (l *Loader) Load(ctx context.Context, b *schema.Batch) (err error) {
 		return err
 	}
 	schema.Conform(p.w, b)
-	st, err := l.write(ctx, p, b, start)
+	// Fast path first: COPY straight into each table, no savepoints. A
+	// producer duplicate (an id already loaded) aborts the transaction;
+	// the flush is then written again with a savepoint per table, where a
+	// table that hits a duplicate goes through a temporary table.
+	st, err := l.write(ctx, p, b, start, false)
+	if errors.Is(err, errDuplicateID) {
+		l.log.Debug("a producer duplicate is in the batch; writing it again with per-table dedup", "records", b.Records)
+		st, err = l.write(ctx, p, b, start, true)
+	}
 	if err != nil {
 		return err
 	}
@@ -63,7 +71,7 @@ type loadStats struct {
 }
 
 // write runs the data transaction.
-func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start time.Time) (st loadStats, err error) {
+func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start time.Time, dedup bool) (st loadStats, err error) {
 	// The connection is acquired explicitly so that it can be cleaned
 	// after a rollback, before it goes back to the pool.
 	conn, err := l.pool.Acquire(ctx)
@@ -107,7 +115,7 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		}
 		cctx, span := l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
 			attribute.String("db.collection.name", tr.Table.String()), attribute.Int("segwarehouse.rows", len(tr.Rows))))
-		n, drop, err := l.copyEvents(cctx, tx, p, tr, uuidTS, i)
+		n, drop, err := l.copyEvents(cctx, tx, p, tr, uuidTS, i, dedup)
 		l.endSpan(span, err)
 		if err != nil {
 			return st, err
@@ -210,16 +218,34 @@ func (l *Loader) fence(ctx context.Context, tx pgx.Tx, b *schema.Batch) (time.Ti
 	return now, fe
 }
 
-// copyEvents writes an event table's rows: a binary COPY inside a
-// savepoint; when a row's id is already in the table (a producer sent the
+// errDuplicateID aborts a fast-path flush that met an id already loaded.
+var errDuplicateID = errors.New("an id is already loaded")
+
+// copyEvents writes an event table's rows. Without dedup: one binary COPY
+// straight into the table (a duplicate id aborts the transaction with
+// errDuplicateID). With dedup: a binary COPY inside a savepoint; when a row's id is already in the table (a producer sent the
 // message again), the savepoint is rolled back and the rows go through a
 // temporary table with ON CONFLICT (id) DO NOTHING, so that the first copy
 // wins. It returns the rows written and the ids dropped as duplicates.
-func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, p *picture, tr *schema.TableRows, uuidTS time.Time, seq int) (int, map[string]bool, error) {
+func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, p *picture, tr *schema.TableRows, uuidTS time.Time, seq int, dedup bool) (int, map[string]bool, error) {
 	names, types := copyColumns(p.w.Table(tr.Table), tr.Rows)
 	src := newRowSource(tr.Rows, nil, names, types, uuidTS)
 	target := pgx.Identifier{tr.Table.Schema, tr.Table.Table}
 	exact := p.exact[tr.Table]
+
+	if !dedup {
+		n, err := copyRows(ctx, tx, target, src, exact)
+		var pg *pgconn.PgError
+		switch {
+		case errors.As(err, &pg) && pg.Code == pgerrcode.UniqueViolation:
+			return 0, nil, fmt.Errorf("copying %d rows into %s: %w", len(tr.Rows), tr.Table, errDuplicateID)
+		case err != nil:
+			return 0, nil, fmt.Errorf("copying %d rows into %s: %w", len(tr.Rows), tr.Table, err)
+		case int(n) != len(tr.Rows):
+			return 0, nil, fmt.Errorf("copying %d rows into %s: Postgres copied %d", len(tr.Rows), tr.Table, n)
+		}
+		return int(n), nil, nil
+	}
 
 	sp, err := tx.Begin(ctx)
 	if err != nil {

@@ -68,9 +68,14 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		// so each id is two index probes whatever the statistics say (a
 		// filter "id = ANY($1)" on a table not yet analyzed scans the
 		// array for every row).
+		// The LATERAL subqueries with LIMIT 1 are never pulled up into a
+		// join, so each id costs two primary-key probes and the read does
+		// not grow with the table (a hash join scanned all of merge_state
+		// on every flush).
 		batch.Queue(`SELECT u.id, s.keys FROM unnest($3::text[]) AS u(id)
-			JOIN `+target+` t ON t."id" = u.id
-			JOIN `+l.mergeState+` s ON s.schema_name = $1 AND s.table_name = $2 AND s.id = u.id`,
+			CROSS JOIN LATERAL (SELECT 1 FROM `+target+` t WHERE t."id" = u.id LIMIT 1) AS t
+			CROSS JOIN LATERAL (SELECT s.keys FROM `+l.mergeState+` s
+				WHERE s.schema_name = $1 AND s.table_name = $2 AND s.id = u.id LIMIT 1) AS s`,
 			m.tr.Table.Schema, m.tr.Table.Table, m.ids)
 		batch.Queue(`CREATE TEMP TABLE ` + pgx.Identifier{m.tmp}.Sanitize() + ` (LIKE ` + target + `) ON COMMIT DROP`)
 	}
@@ -89,10 +94,10 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		}
 		m.keys = make(map[string]map[string]string)
 		var id string
-		var keys map[string]string
-		_, err = pgx.ForEachRow(rows, []any{&id, &keys}, func() error {
-			m.keys[id] = keys
-			keys = nil
+		var raw map[string]any
+		_, err = pgx.ForEachRow(rows, []any{&id, &raw}, func() error {
+			m.keys[id] = expandKeys(raw)
+			raw = nil
 			return nil
 		})
 		if err != nil {
@@ -113,7 +118,7 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 	for _, m := range mts {
 		final := make([][]schema.Col, 0, len(m.tr.Rows))
 		ids := make([]string, 0, len(m.tr.Rows))
-		keys := make([]map[string]string, 0, len(m.tr.Rows))
+		keys := make([]map[string][]string, 0, len(m.tr.Rows))
 		for i := range m.tr.Rows {
 			row := m.tr.Rows[i]
 			var inKeys map[string]string
@@ -134,7 +139,7 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 			}
 			final = append(final, cols)
 			ids = append(ids, row.ID)
-			keys = append(keys, k)
+			keys = append(keys, compactKeys(k))
 		}
 		if len(final) == 0 {
 			continue
@@ -208,4 +213,40 @@ func upsertSQL(table schema.TableRef, tmp string, names []string) string {
 		return sql + ` ON CONFLICT ("id") DO NOTHING`
 	}
 	return sql + ` ON CONFLICT ("id") DO UPDATE SET ` + set.String()
+}
+
+// merge_state stores a row's ordering keys grouped by key: {key: [columns]}.
+// A row's columns mostly share the key of the call that last set them, so
+// this is a few entries where a column → key map repeated each ~50-byte key
+// for every column.
+
+// compactKeys groups column → key into key → columns.
+func compactKeys(byCol map[string]string) map[string][]string {
+	out := make(map[string][]string, 2)
+	for col, key := range byCol {
+		out[key] = append(out[key], col)
+	}
+	for _, cols := range out {
+		sort.Strings(cols)
+	}
+	return out
+}
+
+// expandKeys reads a stored merge_state value: key → [columns], or the
+// earlier column → key form.
+func expandKeys(raw map[string]any) map[string]string {
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case []any:
+			for _, c := range v {
+				if col, ok := c.(string); ok {
+					out[col] = k
+				}
+			}
+		}
+	}
+	return out
 }

@@ -24,6 +24,10 @@ type appConfig struct {
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	// LogFormat is text or json. Default text.
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
+	// Pprof serves Go's profiles under /debug/pprof on HTTPAddr. Default
+	// false: the port also serves /metrics, which may be reachable by more
+	// people than should read heap contents.
+	Pprof bool `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof on SEGWH_HTTP_ADDR (profiles hold heap contents: keep off in production)"`
 	// ProgressEvery prints a progress line this often (0: never).
 	// Default 0 for run, 5s for dev.
 	ProgressEvery time.Duration `envconfig:"PROGRESS_EVERY" desc:"print a progress line this often; 0 turns it off (dev: 5s)"`

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/sourcegraph/conc"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
@@ -84,7 +86,14 @@ func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	opts := []consumer.Option{consumer.WithSourceHeader(cfg.Schema.SourceHeader), consumer.WithObserver(rec)}
+	opts := []consumer.Option{
+		consumer.WithSourceHeader(cfg.Schema.SourceHeader),
+		consumer.WithObserver(rec),
+		// Bound what franz-go buffers ahead of the decoder: with a flush in
+		// flight and one being built, a third of the memory budget must not
+		// sit in fetch buffers (its default allows 50 MiB per fetch).
+		consumer.WithKgoOpts(kgo.FetchMaxBytes(16<<20), kgo.FetchMaxPartitionBytes(4<<20)),
+	}
 	if tel.Tracing {
 		opts = append(opts, consumer.WithTracer(tel.Tracer))
 		log.Info("tracing flushes over OTLP")
@@ -100,7 +109,7 @@ func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	if cfg.App.HTTPAddr != "" {
-		srv, ln, err := listenHTTP(cfg.App.HTTPAddr, cons, tel.Handler)
+		srv, ln, err := listenHTTP(cfg.App.HTTPAddr, cons, tel.Handler, cfg.App.Pprof)
 		if err != nil {
 			return err
 		}
@@ -129,9 +138,15 @@ func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 
 // listenHTTP serves /healthz (the process is up), /readyz (the group is
 // joined and Postgres takes flushes) and /metrics.
-func listenHTTP(addr string, cons *consumer.Consumer, metrics http.Handler) (*http.Server, net.Listener, error) {
+func listenHTTP(addr string, cons *consumer.Consumer, metrics http.Handler, profiles bool) (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics)
+	if profiles {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
