@@ -60,9 +60,9 @@ func (e *CastError) Error() string {
 }
 
 // Cast converts v to a value of column type t following SPEC §7's table.
-// The result's Kind is the kind that t stores (text → KindString, bigint →
-// KindInt, numeric → KindNumber, boolean → KindBool, timestamptz →
-// KindTime). NULL casts to NULL.
+// The result's Kind is the kind that t stores (text → KindString or
+// KindArray, whose Str is the text; bigint → KindInt, numeric → KindNumber,
+// boolean → KindBool, timestamptz → KindTime). NULL casts to NULL.
 func Cast(v Value, t Type) (Value, error) {
 	if v.Kind == KindNull {
 		return v, nil
@@ -70,8 +70,13 @@ func Cast(v Value, t Type) (Value, error) {
 	fail := func(why string) (Value, error) { return Value{}, &CastError{From: v.Kind, To: t, Why: why} }
 	switch t {
 	case Text:
-		if v.Kind == KindNumber {
+		switch v.Kind {
+		case KindNumber:
 			return Value{Kind: KindString, Str: shortestNumber(v.Str)}, nil
+		case KindString, KindArray:
+			// An array is already its JSON text; keeping the value as it
+			// is spares Conform a copy of the row.
+			return v, nil
 		}
 		return Value{Kind: KindString, Str: v.Text()}, nil
 	case BigInt:

@@ -264,6 +264,13 @@ func appendValue(buf []byte, v schema.Value, t schema.Type, m *pgtype.Map) ([]by
 			return binary.BigEndian.AppendUint64(buf, uint64(v.UnixMicro()-unixToY2KMicros)), nil
 		}
 	case schema.Numeric:
+		switch v.Kind {
+		case schema.KindNumber:
+			return appendNumeric(buf, v.Str)
+		case schema.KindInt:
+			var tmp [24]byte
+			return appendNumeric(buf, string(strconv.AppendInt(tmp[:0], v.Int, 10)))
+		}
 		n, err := pgValue(v, t)
 		if err != nil {
 			return nil, err
