@@ -24,6 +24,11 @@ type appConfig struct {
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	// LogFormat is text or json. Default text.
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
+	// MemoryLimitMiB is the Go runtime's soft memory limit in MiB, used
+	// when GOMEMLIMIT is not set: the garbage collector works harder as the
+	// heap nears it instead of letting garbage double the footprint. 0 turns
+	// it off. Default 224.
+	MemoryLimitMiB int64 `envconfig:"MEMORY_LIMIT_MIB" default:"224" desc:"soft memory limit of the Go runtime, MiB, when GOMEMLIMIT is unset; 0: none"`
 	// Pprof serves Go's profiles under /debug/pprof on HTTPAddr. Default
 	// false: the port also serves /metrics, which may be reachable by more
 	// people than should read heap contents.
