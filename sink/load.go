@@ -109,8 +109,29 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 	// dropped holds, per event table, the ids of rows dropped as producer
 	// duplicates: their discards are dropped with them.
 	dropped := make(map[schema.TableRef]map[string]bool)
+	var small []*schema.TableRows
+	for _, tr := range b.Tables {
+		if !tr.Merge && len(tr.Rows) > 0 && l.small(p, tr) {
+			small = append(small, tr)
+		}
+	}
+	if len(small) > 0 {
+		ictx, span := l.tracer.Start(ctx, "segwarehouse.insert", trace.WithAttributes(attribute.Int("segwarehouse.tables", len(small))))
+		written, drops, err := l.insertSmall(ictx, tx, p, small, uuidTS)
+		l.endSpan(span, err)
+		if err != nil {
+			return st, err
+		}
+		for ref, n := range written {
+			st.rows += n
+			st.perTable[ref.String()] += n
+		}
+		for ref, d := range drops {
+			dropped[ref] = d
+		}
+	}
 	for i, tr := range b.Tables {
-		if tr.Merge || len(tr.Rows) == 0 {
+		if tr.Merge || len(tr.Rows) == 0 || l.small(p, tr) {
 			continue
 		}
 		cctx, span := l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
