@@ -19,7 +19,8 @@ import (
 
 // TestFlushSpanTree runs the loader in process with an in-memory span
 // exporter: each flush is one span, linked to the producer's span from the
-// record headers, parent of the sink's DDL, COPY, merge and commit spans.
+// record headers, parent of the sink's DDL, fence, insert/COPY, merge and
+// commit spans.
 func TestFlushSpanTree(t *testing.T) {
 	dsn := pgtest.NewDB(t)
 	cluster, err := kfake.NewCluster(kfake.Ports(0), kfake.SeedTopics(1, "web"))
@@ -97,13 +98,22 @@ func TestFlushSpanTree(t *testing.T) {
 			children[s.Name]++
 		}
 	}
-	for _, want := range []string{"segwarehouse.ddl", "segwarehouse.fence", "segwarehouse.copy", "segwarehouse.merge", "segwarehouse.commit"} {
+	for _, want := range []string{"segwarehouse.ddl", "segwarehouse.fence", "segwarehouse.insert", "segwarehouse.merge", "segwarehouse.commit"} {
 		if children[want] == 0 {
 			t.Errorf("the flush span has no %s child (children: %v)", want, children)
 		}
 	}
-	if children["segwarehouse.copy"] < 3 {
-		t.Errorf("want one copy span per event table (tracks, traced, identifies), got %d", children["segwarehouse.copy"])
+	// Small tables (tracks, traced, identifies) share one insert span;
+	// a table of more than 64 rows gets a segwarehouse.copy span instead.
+	for _, sp := range spans {
+		if sp.Name != "segwarehouse.insert" || sp.Parent.SpanID() != flush.SpanContext.SpanID() {
+			continue
+		}
+		for _, a := range sp.Attributes {
+			if a.Key == "segwarehouse.tables" && a.Value.AsInt64() != 3 {
+				t.Errorf("the insert span covers %d tables, want 3", a.Value.AsInt64())
+			}
+		}
 	}
 	// otelpgx: statement spans under the sink's spans.
 	stmts := 0
