@@ -23,6 +23,15 @@ const leaveTimeout = 5 * time.Second
 
 var errClientClosed = errors.New("kafka client closed unexpectedly")
 
+// heartbeatInterval is kgo's default (3s) or a third of the session
+// timeout, whichever is shorter, as Kafka advises (heartbeat.interval.ms no
+// higher than a third of session.timeout.ms): with the default, a session
+// timeout of 3s or less lost the membership between heartbeats, and kgo
+// refused to start with one under 3s.
+func heartbeatInterval(session time.Duration) time.Duration {
+	return max(min(3*time.Second, session/3), time.Millisecond)
+}
+
 type tp struct {
 	topic     string
 	partition int32
@@ -101,6 +110,7 @@ func (c *Consumer) newSession(flushCtx context.Context) (*session, error) {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.SessionTimeout(c.cfg.SessionTimeout),
+		kgo.HeartbeatInterval(heartbeatInterval(c.cfg.SessionTimeout)),
 		kgo.RebalanceTimeout(c.cfg.RebalanceTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Only used when a fetch offset is out of range (Postgres holds

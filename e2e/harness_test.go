@@ -163,14 +163,7 @@ func loaderEnv(b *broker, dsn string, topics ...string) map[string]string {
 // environment but PATH and HOME). It is stopped with SIGTERM at cleanup.
 func startLoader(t *testing.T, env map[string]string, args ...string) *loader {
 	t.Helper()
-	if len(args) == 0 {
-		args = []string{"run"}
-	}
-	cmd := exec.Command(binary, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd := newLoaderCmd(env, args...)
 	l := &loader{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = l.out, l.out
 	if err := cmd.Start(); err != nil {
@@ -184,6 +177,20 @@ func startLoader(t *testing.T, env map[string]string, args ...string) *loader {
 		}
 	})
 	return l
+}
+
+// newLoaderCmd is the command that runs the binary with env (and nothing
+// else from the test's environment but PATH and HOME); args default to run.
+func newLoaderCmd(env map[string]string, args ...string) *exec.Cmd {
+	if len(args) == 0 {
+		args = []string{"run"}
+	}
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	return cmd
 }
 
 // stop sends SIGTERM and waits for the exit; it returns the exit error.

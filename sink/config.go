@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,12 @@ type Config struct {
 	// unencrypted (sslmode=disable, allow or prefer) to a host that is not
 	// loopback or a unix socket. Default false: such a string is refused.
 	AllowPlaintext bool `envconfig:"DATABASE_ALLOW_PLAINTEXT" default:"false" desc:"allow unencrypted connections to a non-local host"`
+	// IdleInTxTimeout is Postgres's idle_in_transaction_session_timeout
+	// for the loader's sessions: a loader stalled this long inside a flush
+	// loses its transaction, and with it the locks that would stall the
+	// other loaders. A flush is never idle that long on purpose. 0 turns it
+	// off. Default 15s.
+	IdleInTxTimeout time.Duration `envconfig:"DATABASE_IDLE_IN_TX_TIMEOUT" default:"15s" desc:"end a loader session idle this long inside a flush transaction (frees its locks); 0: never"`
 	// ConnectTimeout bounds one connection attempt, a duration. Default 10s.
 	ConnectTimeout time.Duration `envconfig:"DATABASE_CONNECT_TIMEOUT" default:"10s" desc:"timeout of one connection attempt"`
 }
@@ -81,6 +88,14 @@ func (c *Config) poolConfig() (*pgxpool.Config, error) {
 	}
 	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pc.ConnConfig.RuntimeParams["application_name"] = "segwarehouse"
+	}
+	// A loader frozen inside its flush transaction (a paused VM, a stopped
+	// process) holds its partitions' offsets rows and the merge locks, and
+	// every other loader's claims and merges queue behind them: Postgres
+	// ends such a session after IdleInTxTimeout, the flush rolls back and
+	// the partitions move on. A DSN's own setting wins.
+	if _, ok := pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok && c.IdleInTxTimeout > 0 {
+		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(c.IdleInTxTimeout.Milliseconds(), 10)
 	}
 	return pc, nil
 }

@@ -76,6 +76,9 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		// The signal arrived while starting up: a clean stop, not a failure.
+		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "segwarehouse: %s\n\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		printUsage(stderr)
