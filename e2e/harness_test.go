@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -287,16 +285,6 @@ func count(t *testing.T, dsn, sql string, args ...any) int64 {
 	t.Helper()
 	rows := pgtest.Query(t, dsn, sql, args...)
 	return rows[0][0].(int64)
-}
-
-// lines reads r line by line (for scanning loader output).
-func lines(r io.Reader) []string {
-	var out []string
-	s := bufio.NewScanner(r)
-	for s.Scan() {
-		out = append(out, s.Text())
-	}
-	return out
 }
 
 // warehouse creates a fresh database and a least-privileged login role for

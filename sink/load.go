@@ -109,10 +109,14 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 	// dropped holds, per event table, the ids of rows dropped as producer
 	// duplicates: their discards are dropped with them.
 	dropped := make(map[schema.TableRef]map[string]bool)
-	var small []*schema.TableRows
+	var small, large []*schema.TableRows
 	for _, tr := range b.Tables {
-		if !tr.Merge && len(tr.Rows) > 0 && l.small(p, tr) {
+		switch {
+		case tr.Merge || len(tr.Rows) == 0:
+		case l.small(p, tr):
 			small = append(small, tr)
+		default:
+			large = append(large, tr)
 		}
 	}
 	if len(small) > 0 {
@@ -130,10 +134,7 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 			dropped[ref] = d
 		}
 	}
-	for i, tr := range b.Tables {
-		if tr.Merge || len(tr.Rows) == 0 || l.small(p, tr) {
-			continue
-		}
+	for i, tr := range large {
 		cctx, span := l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
 			attribute.String("db.collection.name", tr.Table.String()), attribute.Int("segwarehouse.rows", len(tr.Rows))))
 		n, drop, err := l.copyEvents(cctx, tx, p, tr, uuidTS, i, dedup)

@@ -231,18 +231,7 @@ func TestUsersMergeIsOrderIndependent(t *testing.T) {
 	for vi, v := range variants {
 		s := fmt.Sprintf("perm_%d", vi)
 		ok := t.Run(v.name, func(t *testing.T) {
-			// Affected: a batch of several calls that starts with call 2,
-			// the one with NULL traits.
-			hit, k := false, 0
-			for _, size := range v.split {
-				hit = hit || size > 1 && v.order[k] == 2
-				k += size
-			}
-			if hit && batchBuilderKeepsNullMergeKeys() {
-				t.Skip("schema.BatchBuilder.Add gives a merge row's NULL columns an ordering key, so an " +
-					"earlier call merged later in the same batch loses its values (SPEC §11); fix in schema/batch.go")
-			}
-			k = 0
+			k := 0
 			for _, size := range v.split {
 				var recs []rec
 				for j := 0; j < size; j++ {
@@ -263,15 +252,6 @@ func TestUsersMergeIsOrderIndependent(t *testing.T) {
 			t.FailNow()
 		}
 	}
-}
-
-// batchBuilderKeepsNullMergeKeys reports whether schema.BatchBuilder records
-// an ordering key for a merge row's NULL column (a known bug, reported).
-func batchBuilderKeepsNullMergeKeys() bool {
-	bb := schema.NewBatchBuilder(testGroup, testOwner)
-	bb.Add(&schema.Decoded{Pos: schema.Pos{Topic: testTopic}, Rows: []schema.TableRow{userRow("s", "u1", t0, "m", col("x", schema.Value{}))}})
-	_, has := bb.Batch().Tables[0].MergeKeys[0]["x"]
-	return has
 }
 
 // SPEC §12 example 7 and §11 for accounts, including a row that existed
@@ -637,4 +617,41 @@ func TestConcurrentMerges(t *testing.T) {
 	// Last round (5): (i+5)%2 makes a's call 1 s newer than b's.
 	wantRows(t, dsn, [][]any{{"a-5", int64(rounds - 1), int64(rounds - 1), int64(users)}},
 		`SELECT x, max(by_a), max(by_b), count(*) FROM s.users GROUP BY x`)
+}
+
+// A table with more rows than smallTableRows goes by COPY; a producer
+// duplicate among them aborts the fast path, and the flush is written again
+// with per-table dedup: the first copy wins, the duplicate's discards go
+// with it, the other rows and tables load.
+func TestLoadDedupLargeTableByCopy(t *testing.T) {
+	t.Parallel()
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	n := smallTableRows + 36
+	var first []rec
+	for i := 0; i < n; i++ {
+		first = append(first, rec{off: int64(i), rows: []schema.TableRow{
+			ev("s", "big", evRow(fmt.Sprintf("m%03d", i), t0, int64(i), col("v", vStr("first"))))}})
+	}
+	load(t, l, build(testOwner, -1, first...))
+	var second []rec
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("m%03d", n+i)
+		if i == 7 {
+			id = "m007" // loaded in the first flush
+		}
+		second = append(second, rec{off: int64(n + i),
+			rows: []schema.TableRow{
+				ev("s", "big", evRow(id, t0, int64(n+i), col("v", vStr("second")))),
+				ev("s", "other", evRow(id, t0, int64(n+i), col("w", vInt(int64(i))))),
+			},
+			discards: []schema.Discard{{Schema: "s", Table: "big", RowID: id, Column: "x", Value: "d", Reason: "test", ReceivedAt: t0}},
+		})
+	}
+	load(t, l, build(testOwner, int64(n), second...))
+	wantRows(t, dsn, [][]any{{int64(2*n - 1), int64(2*n - 1)}}, `SELECT count(*), count(DISTINCT id) FROM s.big`)
+	wantRows(t, dsn, [][]any{{"first"}}, `SELECT v FROM s.big WHERE id = 'm007'`)
+	wantRows(t, dsn, [][]any{{int64(n)}}, `SELECT count(*) FROM s.other`)
+	wantRows(t, dsn, [][]any{{int64(n - 1)}}, `SELECT count(*) FROM _segwarehouse.discards WHERE table_name = 'big'`)
+	wantRows(t, dsn, [][]any{{int64(2 * n)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
 }
