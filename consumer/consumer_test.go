@@ -283,6 +283,70 @@ func TestRebalance(t *testing.T) {
 	}
 }
 
+// TestStagedFlush slows the sink down so that the next flush is due while
+// one is in the air: it is then built and prepared ahead (staged), and
+// loaded with its prepared state when the flight lands. Consumers join and
+// leave meanwhile; every record must still be loaded once, in order, and no
+// load may be fenced (release waits for the flight; a staged flush leaves
+// out partitions that moved, TestStagedTakeoff).
+func TestStagedFlush(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 4)
+	w.watchCommits()
+	// While consumers join, a staged flush waits in the sink long enough
+	// that, had it kept a partition revoked while it was staged, the
+	// partition's new owner would have claimed it by then and the fence
+	// would refuse it.
+	var joining atomic.Bool
+	w.sink.setHook(func(_ context.Context, b *schema.Batch) error {
+		if b.Prepared != nil && joining.Load() {
+			time.Sleep(time.Second)
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil
+	})
+	cfg := w.config()
+	cfg.FlushRows = 40
+	cfg.PollRecords = 40
+	w.produce("m", 1000, nil)
+	a := w.start("a", cfg)
+	kafkatest.Eventually(t, 30*time.Second, "a staged flush loaded", func() (bool, string) {
+		w.sink.mu.Lock()
+		defer w.sink.mu.Unlock()
+		return w.sink.usedPrep > 0, fmt.Sprintf("%d prepared, %d loaded prepared", w.sink.prepared, w.sink.usedPrep)
+	})
+	joining.Store(true)
+	w.produce("m", 1000, nil) // a backlog, so that a flush is staged while b joins
+	b := w.start("b", cfg)
+	kafkatest.Eventually(t, 30*time.Second, "b owning a partition", func() (bool, string) {
+		for p := range int32(4) {
+			if w.sink.ownerOf(w.topic, p) != w.sink.ownerOf(w.topic, 0) {
+				return true, ""
+			}
+		}
+		return false, "not yet"
+	})
+	time.Sleep(2 * time.Second)
+	joining.Store(false)
+	w.produce("m", 500, nil)
+	time.Sleep(200 * time.Millisecond)
+	a.stop(t)
+	w.produce("m", 300, nil)
+	w.waitCaughtUp()
+	b.stop(t)
+	w.check(w.allProduced())
+
+	w.sink.mu.Lock()
+	defer w.sink.mu.Unlock()
+	if w.sink.fenced != 0 {
+		t.Errorf("%d loads fenced: a staged flush took off with a partition no longer its consumer's", w.sink.fenced)
+	}
+	if w.sink.usedPrep == 0 || w.sink.usedPrep > w.sink.prepared {
+		t.Errorf("%d loads of prepared batches, %d batches prepared: want some, and no more than were prepared", w.sink.usedPrep, w.sink.prepared)
+	}
+}
+
 // TestZombieFenced holds a flush open in the sink while its partition moves
 // to another consumer; when it is let go the fence refuses it, its consumer
 // restarts from Postgres, and nothing is loaded twice.

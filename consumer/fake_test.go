@@ -99,6 +99,24 @@ type fakeSink struct {
 	errs     []string          // invariant violations seen inside the sink
 	hook     func(context.Context, *schema.Batch) error
 	claimErr func() error
+	prepared int // Prepare calls
+	usedPrep int // successful Loads of a prepared batch
+}
+
+// prepMark is what the fake's Prepare leaves on a batch: its shape when
+// prepared, which Load checks.
+type prepMark struct {
+	records int
+	offsets []schema.OffsetAdvance
+}
+
+// Prepare marks the batch, as the real sink leaves its picture on it.
+func (s *fakeSink) Prepare(ctx context.Context, b *schema.Batch) error {
+	s.mu.Lock()
+	s.prepared++
+	s.mu.Unlock()
+	b.Prepared = &prepMark{records: b.Records, offsets: slices.Clone(b.Offsets)}
+	return nil
 }
 
 func newFakeSink() *fakeSink {
@@ -156,6 +174,9 @@ func (s *fakeSink) Load(ctx context.Context, b *schema.Batch) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if m, ok := b.Prepared.(*prepMark); ok && (m.records != b.Records || !slices.Equal(m.offsets, b.Offsets)) {
+		s.errs = append(s.errs, fmt.Sprintf("a prepared batch changed before its Load: %d records %v, now %d records %v", m.records, m.offsets, b.Records, b.Offsets))
+	}
 	// The data first, as COPY would.
 	for _, t := range b.Tables {
 		for _, r := range t.Rows {
@@ -217,6 +238,9 @@ func (s *fakeSink) Load(ctx context.Context, b *schema.Batch) error {
 		s.stored[k] = o.To
 	}
 	s.batches = append(s.batches, loadedBatch{owner: b.Owner, records: b.Records, rows: rows, bytes: b.Bytes})
+	if b.Prepared != nil {
+		s.usedPrep++
+	}
 	return nil
 }
 

@@ -19,6 +19,9 @@ import (
 // then the Kafka commit. chunks is empty for a commit-only flight.
 type flight struct {
 	chunks []chunk
+	batch  *schema.Batch // built (and prepared) while staged; nil: build it
+	ctx    context.Context
+	span   trace.Span // the flush span, started when staged; nil: start it
 	start  time.Time
 	done   chan struct{} // closed (under session.mu) when the flight has landed
 	err    error         // set before done is closed
@@ -61,9 +64,13 @@ func (s *session) fly(f *flight) {
 	ctx := s.flightCtx
 	var err error
 	if len(f.chunks) > 0 {
-		var span trace.Span
-		ctx, span = s.c.startFlushSpan(ctx, f.chunks)
-		err = s.load(ctx, f.chunks, 0)
+		span := f.span
+		if span != nil {
+			ctx = f.ctx
+		} else {
+			ctx, span = s.c.startFlushSpan(ctx, f.chunks)
+		}
+		err = s.load(ctx, f.chunks, f.batch, 0)
 		endSpan(span, err)
 		if err == nil {
 			s.loaded.Store(true)
@@ -89,12 +96,14 @@ func (s *session) fly(f *flight) {
 	s.mu.Unlock()
 }
 
-// load writes chunks in one batch. When the sink calls the batch poison it
-// is split in two, each half keeping every partition's offsets contiguous,
-// and the halves loaded in turn, until the record at fault is alone; that
-// record is then rejected.
-func (s *session) load(ctx context.Context, chunks []chunk, depth int) error {
-	b := s.build(chunks)
+// load writes chunks in one batch (b, when it is already built from
+// them). When the sink calls the batch poison it is split in two, each half
+// keeping every partition's offsets contiguous, and the halves loaded in
+// turn, until the record at fault is alone; that record is then rejected.
+func (s *session) load(ctx context.Context, chunks []chunk, b *schema.Batch, depth int) error {
+	if b == nil {
+		b = s.build(chunks)
+	}
 	err := s.loadRetry(ctx, b)
 	if err == nil {
 		s.c.loaded(b)
@@ -114,10 +123,10 @@ func (s *session) load(ctx context.Context, chunks []chunk, depth int) error {
 		s.c.log.Info("the sink refused a flush as poison; splitting it to isolate the record", "rows", batchRows(b), "err", err)
 	}
 	left, right := split(chunks)
-	if err := s.load(ctx, left, depth+1); err != nil {
+	if err := s.load(ctx, left, nil, depth+1); err != nil {
 		return err
 	}
-	return s.load(ctx, right, depth+1)
+	return s.load(ctx, right, nil, depth+1)
 }
 
 // split halves chunks: the first half of each partition's records, then the

@@ -64,6 +64,35 @@ type pending struct {
 	link trace.SpanContext // the producer's span, when traced
 }
 
+// staged is the next flush, taken from the pending records, built and
+// prepared by the sink while the flight before it is in the air, so that
+// the flush's own work in Go overlaps Postgres's work on the previous one.
+// Its chunks are checked again when it takes off: a partition revoked or
+// claimed anew since then is left out (and the batch built again).
+type staged struct {
+	chunks []chunk
+	b      *schema.Batch
+	ctx    context.Context
+	span   trace.Span
+}
+
+// takeoff returns the staged chunks whose partitions are still owned
+// (parts holds the same part), and the staged batch when that is all of
+// them; nil when a partition moved since, so that the batch of what is
+// still owned is built anew.
+func (st *staged) takeoff(parts map[tp]*part) ([]chunk, *schema.Batch) {
+	var chunks []chunk
+	for _, ch := range st.chunks {
+		if parts[ch.p.tp] == ch.p {
+			chunks = append(chunks, ch)
+		}
+	}
+	if len(chunks) != len(st.chunks) {
+		return chunks, nil
+	}
+	return chunks, st.b
+}
+
 // session is one Kafka client's life: join, consume, leave. A fenced flush
 // ends it; Run starts a new one, which re-claims every partition.
 type session struct {
@@ -85,6 +114,7 @@ type session struct {
 	mu           sync.Mutex // guards everything below; never held across I/O
 	parts        map[tp]*part
 	flight       *flight // the flush in the air, nil if none; only run sets and clears it
+	staged       *staged // the next flush, built while flight is in the air; only run sets and clears it
 	dirty        map[tp]int64
 	commitFailed bool               // the last commit failed: no commit-only flight until data flows
 	wake         context.CancelFunc // cancels the poll in progress
@@ -150,9 +180,11 @@ func (s *session) run(ctx context.Context) error {
 		}
 		s.maybeFlush(false)
 		if f := s.mustWait(); f != nil {
-			// The next batch is full and the flusher busy: stop polling
-			// (bounding memory) until the flight lands. Rebalances may
-			// run meanwhile; nothing polled is held.
+			// The next batch is full and the flusher busy: build and
+			// prepare it meanwhile, then stop polling (bounding memory)
+			// until the flight lands. Rebalances may run meanwhile;
+			// nothing polled is held.
+			s.stage()
 			select {
 			case <-ctx.Done():
 			case <-f.done:
@@ -175,6 +207,10 @@ func (s *session) teardown() {
 	s.cancelFlight()
 	s.flights.Wait()
 	s.mu.Lock()
+	if s.staged != nil {
+		endSpan(s.staged.span, context.Canceled)
+		s.staged = nil
+	}
 	clear(s.parts)
 	clear(s.dirty)
 	s.pendRecords, s.pendRows, s.pendBytes = 0, 0, 0
@@ -202,7 +238,8 @@ func (s *session) shutdown() error {
 	s.mu.Unlock()
 	s.c.log.Info("stopping: landing the flush in flight, flushing pending records, committing offsets", "rows", n, "dur", s.c.cfg.ShutdownTimeout)
 	err := s.land()
-	if err == nil {
+	// The staged flush (if any), then what is still pending.
+	for err == nil && s.unflushed() {
 		s.maybeFlush(true)
 		err = s.land()
 	}
@@ -229,6 +266,13 @@ func (s *session) land() error {
 	return s.reap()
 }
 
+// unflushed reports whether records wait for a flush, staged or pending.
+func (s *session) unflushed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.staged != nil || s.pendRecords > 0
+}
+
 func (s *session) current() *flight {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,18 +291,20 @@ func (s *session) reap() error {
 	return f.err
 }
 
-// mustWait returns the flight to wait for when the next batch is full.
+// mustWait returns the flight to wait for when the next batch is full (or
+// already staged).
 func (s *session) mustWait() *flight {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.flight != nil && (s.pendRows >= s.c.cfg.FlushRows || s.pendBytes >= s.c.cfg.FlushBytes) {
+	if s.flight != nil && (s.staged != nil || s.pendRows >= s.c.cfg.FlushRows || s.pendBytes >= s.c.cfg.FlushBytes) {
 		return s.flight
 	}
 	return nil
 }
 
-// maybeFlush starts a flight when no flight is in the air and the pending
-// records are due (or force), or when Kafka lacks offsets Postgres holds.
+// maybeFlush starts a flight when no flight is in the air and a flush is
+// staged, or the pending records are due (or force), or when Kafka lacks
+// offsets Postgres holds.
 func (s *session) maybeFlush(force bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -266,6 +312,20 @@ func (s *session) maybeFlush(force bool) {
 		return
 	}
 	now := time.Now()
+	if st := s.staged; st != nil {
+		s.staged = nil
+		f := &flight{start: now, done: make(chan struct{}), ctx: st.ctx, span: st.span}
+		f.chunks, f.batch = st.takeoff(s.parts)
+		if len(f.chunks) == 0 {
+			endSpan(f.span, nil)
+			f.span, f.ctx = nil, nil
+		} else {
+			s.c.flightBegan(now)
+		}
+		s.flight = f
+		s.flights.Go(func() { s.fly(f) })
+		return
+	}
 	cfg := &s.c.cfg
 	due := s.pendRecords > 0 && (force ||
 		s.pendRows >= cfg.FlushRows ||
@@ -281,6 +341,31 @@ func (s *session) maybeFlush(force bool) {
 	}
 	s.flight = f
 	s.flights.Go(func() { s.fly(f) })
+}
+
+// stage takes the pending records as the next flush while a flight is in
+// the air, builds their batch and lets the sink prepare it. It runs on
+// run's goroutine, which would otherwise wait for the flight.
+func (s *session) stage() {
+	s.mu.Lock()
+	if s.staged != nil || s.flight == nil || s.pendRecords == 0 {
+		s.mu.Unlock()
+		return
+	}
+	chunks := s.takeLocked()
+	s.mu.Unlock()
+
+	ctx, span := s.c.startFlushSpan(s.flightCtx, chunks)
+	b := s.build(chunks)
+	if p, ok := s.c.sink.(Preparer); ok {
+		if err := p.Prepare(ctx, b); err != nil {
+			// Load prepares again, retrying and reporting as it does.
+			s.c.log.Debug("preparing the next flush failed; the flush will prepare it again", "err", err)
+		}
+	}
+	s.mu.Lock()
+	s.staged = &staged{chunks: chunks, b: b, ctx: ctx, span: span}
+	s.mu.Unlock()
 }
 
 // takeLocked moves every pending record into chunks, one per partition in

@@ -25,6 +25,15 @@ type Sink interface {
 	Load(ctx context.Context, b *schema.Batch) error
 }
 
+// Preparer is what a Sink may also offer: Prepare does the part of Load
+// that needs no data transaction (DDL, casting values) ahead of Load, while
+// the flush before it is still in the air, and keeps what it made on
+// b.Prepared. Load must work whether or not Prepare ran or failed; the
+// consumer ignores Prepare's errors and leaves them to Load.
+type Preparer interface {
+	Prepare(ctx context.Context, b *schema.Batch) error
+}
+
 // The sink's errors say what kind they are through these methods, so that
 // the consumer needs no Postgres import.
 //

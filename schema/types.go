@@ -261,6 +261,10 @@ type Batch struct {
 	Records  int // Kafka records in the batch
 	Messages int
 	Bytes    int
+
+	// Prepared is the sink's own state for the batch, set by its Prepare
+	// ahead of Load; the consumer carries it untouched.
+	Prepared any
 }
 
 // TableRows is the rows of one table within a batch.

@@ -84,6 +84,32 @@ func readTables(ctx context.Context, q querier, refs []schema.TableRef) (map[sch
 type picture struct {
 	w     *schema.Warehouse
 	exact map[schema.TableRef]bool
+	// gen is the cache generation the picture was read in: a forget since
+	// then (a failed Load) makes a prepared picture stale.
+	gen uint64
+	// cols holds each event table's COPY columns once the batch is
+	// conformed (see columns).
+	cols map[*schema.TableRows]columnSet
+}
+
+// columnSet is the columns a table's rows are written with.
+type columnSet struct {
+	names []string
+	types []schema.Type
+}
+
+// columns returns the columns tr's rows are written with (copyColumns),
+// computed once per batch.
+func (p *picture) columns(tr *schema.TableRows) ([]string, []schema.Type) {
+	if cs, ok := p.cols[tr]; ok {
+		return cs.names, cs.types
+	}
+	names, types := copyColumns(p.w.Table(tr.Table), tr.Rows)
+	if p.cols == nil {
+		p.cols = make(map[*schema.TableRows]columnSet)
+	}
+	p.cols[tr] = columnSet{names, types}
+	return names, types
 }
 
 // prepare makes sure every table and column the batch needs exists and
@@ -94,6 +120,7 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*picture, error)
 	merge := make(map[schema.TableRef]bool, len(b.Tables))
 	var missing []schema.TableRef
 	l.mu.Lock()
+	p.gen = l.gen
 	for _, tr := range b.Tables {
 		merge[tr.Table] = tr.Merge
 		if d := l.cache.Table(tr.Table); d != nil {
@@ -147,6 +174,7 @@ func (l *Loader) remember(p *picture, defs map[schema.TableRef]tableInfo, merge 
 func (l *Loader) forget(b *schema.Batch) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.gen++
 	for _, tr := range b.Tables {
 		l.cache.Forget(tr.Table)
 		delete(l.exact, tr.Table)
@@ -259,6 +287,7 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 		// A failed transaction may have updated the cache from tables it
 		// then rolled back.
 		l.mu.Lock()
+		l.gen++
 		for _, r := range refs {
 			l.cache.Forget(r)
 			delete(l.exact, r)

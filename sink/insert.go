@@ -46,7 +46,8 @@ func (l *Loader) insertSmall(ctx context.Context, tx pgx.Tx, p *picture, trs []*
 		part := trs[start:min(start+maxBatchedTables, len(trs))]
 		batch := &pgconn.Batch{}
 		for _, tr := range part {
-			sql, params, oids, formats := insertStatement(p.w.Table(tr.Table), tr, uuidText)
+			names, types := p.columns(tr)
+			sql, params, oids, formats := insertStatement(tr, names, types, uuidText)
 			batch.ExecParams(sql, params, oids, formats, nil)
 		}
 		mrr := tx.Conn().PgConn().ExecBatch(ctx, batch)
@@ -89,8 +90,7 @@ func (l *Loader) insertSmall(ctx context.Context, tx pgx.Tx, p *picture, trs []*
 // parameters (nil: NULL). Every name is quoted. Timestamps go in binary
 // (typed timestamptz: exact, and any year Postgres holds); everything else
 // as text with no type (OID 0), Postgres taking the type from the column.
-func insertStatement(def *schema.TableDef, tr *schema.TableRows, uuidTS []byte) (string, [][]byte, []uint32, []int16) {
-	names, types := copyColumns(def, tr.Rows)
+func insertStatement(tr *schema.TableRows, names []string, types []schema.Type, uuidTS []byte) (string, [][]byte, []uint32, []int16) {
 	pos := make(map[string]int, len(names))
 	for i, n := range names {
 		pos[n] = i

@@ -40,13 +40,10 @@ func (l *Loader) Load(ctx context.Context, b *schema.Batch) (err error) {
 			err = l.wrap(fmt.Sprintf("loading batch of %d records", b.Records), err)
 		}
 	}()
-	dctx, span := l.tracer.Start(ctx, "segwarehouse.ddl", trace.WithAttributes(attribute.Int("segwarehouse.tables", len(b.Tables))))
-	p, err := l.prepare(dctx, b)
-	l.endSpan(span, err)
+	p, err := l.prepared(ctx, b)
 	if err != nil {
 		return err
 	}
-	schema.Conform(p.w, b)
 	// Fast path first: COPY straight into each table, no savepoints. A
 	// producer duplicate (an id already loaded) aborts the transaction;
 	// the flush is then written again with a savepoint per table, where a
@@ -62,6 +59,58 @@ func (l *Loader) Load(ctx context.Context, b *schema.Batch) (err error) {
 	l.log.Debug("batch loaded", "records", b.Records, "rows", st.rows, "tables", len(b.Tables),
 		"discards", st.discards, "rejected", len(b.Rejected), "dur", time.Since(start))
 	return nil
+}
+
+// Prepare does ahead of Load the part of it that needs no data
+// transaction, so that it can run while the previous batch is still in
+// Postgres: the DDL the batch needs, casting its values to their column
+// types (schema.Conform, appending discards to b.Discards) and choosing
+// each table's columns. The result rides on b.Prepared; Load uses it
+// unless the loader forgot tables since (a failed Load), and otherwise
+// prepares again. A failed Prepare leaves b to Load, which retries.
+func (l *Loader) Prepare(ctx context.Context, b *schema.Batch) error {
+	b.Prepared = nil
+	p, err := l.prepareBatch(ctx, b)
+	if err != nil {
+		return l.wrap(fmt.Sprintf("preparing batch of %d records", b.Records), err)
+	}
+	b.Prepared = p
+	return nil
+}
+
+// prepared returns b's prepared picture when it is still current, else
+// prepares b now.
+func (l *Loader) prepared(ctx context.Context, b *schema.Batch) (*picture, error) {
+	p, _ := b.Prepared.(*picture)
+	b.Prepared = nil // one use: a retry after a failure prepares again
+	if p != nil {
+		l.mu.Lock()
+		fresh := p.gen == l.gen
+		l.mu.Unlock()
+		if fresh {
+			return p, nil
+		}
+	}
+	return l.prepareBatch(ctx, b)
+}
+
+// prepareBatch runs the DDL b needs, conforms b to the resulting picture
+// and computes every event table's columns.
+func (l *Loader) prepareBatch(ctx context.Context, b *schema.Batch) (*picture, error) {
+	dctx, span := l.tracer.Start(ctx, "segwarehouse.ddl", trace.WithAttributes(attribute.Int("segwarehouse.tables", len(b.Tables))))
+	p, err := l.prepare(dctx, b)
+	l.endSpan(span, err)
+	if err != nil {
+		return nil, err
+	}
+	schema.Conform(p.w, b)
+	p.cols = make(map[*schema.TableRows]columnSet, len(b.Tables))
+	for _, tr := range b.Tables {
+		if !tr.Merge && len(tr.Rows) > 0 {
+			p.columns(tr)
+		}
+	}
+	return p, nil
 }
 
 type loadStats struct {
@@ -250,7 +299,7 @@ var errDuplicateID = errors.New("an id is already loaded")
 // temporary table with ON CONFLICT (id) DO NOTHING, so that the first copy
 // wins. It returns the rows written and the ids dropped as duplicates.
 func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, p *picture, tr *schema.TableRows, uuidTS time.Time, seq int, dedup bool) (int, map[string]bool, error) {
-	names, types := copyColumns(p.w.Table(tr.Table), tr.Rows)
+	names, types := p.columns(tr)
 	src := newRowSource(tr.Rows, nil, names, types, uuidTS)
 	target := pgx.Identifier{tr.Table.Schema, tr.Table.Table}
 	exact := p.exact[tr.Table]

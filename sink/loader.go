@@ -37,9 +37,10 @@ type Loader struct {
 	tracer trace.Tracer // spans for DDL, each COPY, the merges and the commit
 	ddl    struct{ schemas, tables, columns atomic.Int64 }
 
-	mu    sync.Mutex               // guards cache and exact
+	mu    sync.Mutex               // guards cache, exact and gen
 	cache *schema.Warehouse        // warehouse tables as last read or created
 	exact map[schema.TableRef]bool // cached tables with only the loader's column types
+	gen   uint64                   // incremented when tables are forgotten
 }
 
 // Names of the loader's own tables inside Config.LoaderSchema.

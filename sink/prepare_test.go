@@ -1,0 +1,57 @@
+package sink
+
+import (
+	"testing"
+
+	"github.com/segwarehouse/segwarehouse/internal/pgtest"
+	"github.com/segwarehouse/segwarehouse/schema"
+)
+
+// TestPrepareAhead prepares a batch before loading it, as the consumer does
+// while the previous flush is in Postgres: the DDL runs in Prepare, the
+// values are cast then, and Load writes them with the prepared picture.
+func TestPrepareAhead(t *testing.T) {
+	t.Parallel()
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "t", evRow("m1", t0, 0, col("n", vInt(7))))}}))
+	b := build(testOwner, 1,
+		rec{off: 1, rows: []schema.TableRow{ev("s", "t", evRow("m2", t0, 1, col("n", vStr("x")), col("f", vNum("1.5"))))}},
+	)
+	if err := l.Prepare(ctxT(t), b); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if b.Prepared == nil {
+		t.Fatal("Prepare left nothing on the batch")
+	}
+	// The new column exists before Load; the value "x" cannot be a
+	// bigint and is already a discard.
+	wantColumns(t, dsn, "s", "t", cols(pc("n", "bigint"), pc("f", "numeric")))
+	if len(b.Discards) != 1 || b.Discards[0].Column != "n" || b.Discards[0].RowID != "m2" {
+		t.Errorf("discards after Prepare: %+v; want n of m2", b.Discards)
+	}
+	load(t, l, b)
+	wantRows(t, dsn, [][]any{{"m1", int64(7), nil}, {"m2", nil, "1.5"}}, `SELECT id, n, f::text FROM s.t ORDER BY id`)
+	wantRows(t, dsn, [][]any{{int64(1)}}, `SELECT count(*) FROM _segwarehouse.discards`)
+	wantRows(t, dsn, [][]any{{int64(2)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
+}
+
+// TestPrepareStale prepares a batch, then a failed Load makes the loader
+// forget its tables (someone dropped one): the prepared picture is stale,
+// and Load prepares the batch again instead of writing with it.
+func TestPrepareStale(t *testing.T) {
+	t.Parallel()
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	b := build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "u", evRow("m1", t0, 0, col("v", vStr("a"))))}})
+	if err := l.Prepare(ctxT(t), b); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	pgtest.Exec(t, dsn, `DROP TABLE s.u`)
+	other := build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "u", evRow("m0", t0, 0, col("v", vStr("z"))))}})
+	if err := l.Load(ctxT(t), other); err == nil {
+		t.Fatal("Load into a dropped table succeeded; want an error that makes the loader forget the table")
+	}
+	load(t, l, b)
+	wantRows(t, dsn, [][]any{{"m1", "a"}}, `SELECT id, v FROM s.u`)
+}
