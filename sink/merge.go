@@ -1,13 +1,17 @@
 package sink
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/valyala/fastjson"
 
 	"github.com/segwarehouse/segwarehouse/schema"
 )
@@ -80,6 +84,7 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		batch.Queue(`CREATE TEMP TABLE ` + pgx.Identifier{m.tmp}.Sanitize() + ` (LIKE ` + target + `) ON COMMIT DROP`)
 	}
 	br := tx.SendBatch(ctx, batch)
+	var parser fastjson.Parser
 	for _, m := range mts {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
@@ -94,10 +99,13 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		}
 		m.keys = make(map[string]map[string]string)
 		var id string
-		var raw map[string]any
+		var raw []byte
 		_, err = pgx.ForEachRow(rows, []any{&id, &raw}, func() error {
-			m.keys[id] = expandKeys(raw)
-			raw = nil
+			k, err := parseKeys(&parser, raw)
+			if err != nil {
+				return fmt.Errorf("merge state of %q: %w", id, err)
+			}
+			m.keys[id] = k
 			return nil
 		})
 		if err != nil {
@@ -118,7 +126,8 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 	for _, m := range mts {
 		final := make([][]schema.Col, 0, len(m.tr.Rows))
 		ids := make([]string, 0, len(m.tr.Rows))
-		keys := make([]map[string][]string, 0, len(m.tr.Rows))
+		keys := make([]string, 0, len(m.tr.Rows))
+		var js []byte
 		for i := range m.tr.Rows {
 			row := m.tr.Rows[i]
 			var inKeys map[string]string
@@ -139,7 +148,8 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 			}
 			final = append(final, cols)
 			ids = append(ids, row.ID)
-			keys = append(keys, compactKeys(k))
+			js = appendKeysJSON(js[:0], k)
+			keys = append(keys, string(js))
 		}
 		if len(final) == 0 {
 			continue
@@ -218,35 +228,97 @@ func upsertSQL(table schema.TableRef, tmp string, names []string) string {
 // merge_state stores a row's ordering keys grouped by key: {key: [columns]}.
 // A row's columns mostly share the key of the call that last set them, so
 // this is a few entries where a column → key map repeated each ~50-byte key
-// for every column.
+// for every column. Both directions are written by hand: on every flush
+// they ran through encoding/json and maps of interfaces.
 
-// compactKeys groups column → key into key → columns.
-func compactKeys(byCol map[string]string) map[string][]string {
-	out := make(map[string][]string, 2)
+// appendKeysJSON appends byCol (column → key) grouped by key as the JSON
+// object {key: [columns]}, keys and columns sorted.
+func appendKeysJSON(buf []byte, byCol map[string]string) []byte {
+	type pair struct{ key, col string }
+	var arr [64]pair
+	pairs := arr[:0]
 	for col, key := range byCol {
-		out[key] = append(out[key], col)
+		pairs = append(pairs, pair{key, col})
 	}
-	for _, cols := range out {
-		sort.Strings(cols)
+	slices.SortFunc(pairs, func(a, b pair) int {
+		return cmp.Or(strings.Compare(a.key, b.key), strings.Compare(a.col, b.col))
+	})
+	buf = append(buf, '{')
+	for i, p := range pairs {
+		if i == 0 || p.key != pairs[i-1].key {
+			if i > 0 {
+				buf = append(buf, "],"...)
+			}
+			buf = appendJSONString(buf, p.key)
+			buf = append(buf, ":["...)
+		} else {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, p.col)
 	}
-	return out
+	if len(pairs) > 0 {
+		buf = append(buf, ']')
+	}
+	return append(buf, '}')
 }
 
-// expandKeys reads a stored merge_state value: key → [columns], or the
-// earlier column → key form.
-func expandKeys(raw map[string]any) map[string]string {
-	out := make(map[string]string, len(raw))
-	for k, v := range raw {
-		switch v := v.(type) {
-		case string:
-			out[k] = v
-		case []any:
-			for _, c := range v {
-				if col, ok := c.(string); ok {
-					out[col] = k
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// U+FFFD, as encoding/json writes it.
+func appendJSONString(buf []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	const hex = "0123456789abcdef"
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		buf = append(buf, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			buf = append(buf, '\\', c)
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		default:
+			buf = append(buf, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}
+
+// parseKeys reads a stored merge_state value: {key: [columns]}, or the
+// earlier {column: key} form.
+func parseKeys(p *fastjson.Parser, js []byte) (map[string]string, error) {
+	v, err := p.ParseBytes(js)
+	if err != nil {
+		return nil, err
+	}
+	o, err := v.Object()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, 2*o.Len())
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		switch v.Type() {
+		case fastjson.TypeString:
+			out[string(k)] = string(v.GetStringBytes())
+		case fastjson.TypeArray:
+			key := string(k)
+			for _, c := range v.GetArray() {
+				if c.Type() == fastjson.TypeString {
+					out[string(c.GetStringBytes())] = key
 				}
 			}
 		}
-	}
-	return out
+	})
+	return out, nil
 }
