@@ -29,17 +29,21 @@ func MergeKey(receivedAt time.Time, messageID string) string {
 // concurrent use.
 type BatchBuilder struct {
 	b       *Batch
-	tables  map[TableRef]*TableRows
-	seen    map[TableRef]map[string]int // event tables: id → present; merge tables: id → row index
-	offsets map[Pos]int                 // (topic, partition) → index into b.Offsets; Pos.Offset unused
+	tables  map[TableRef]*builderTable
+	offsets map[Pos]int // (topic, partition) → index into b.Offsets; Pos.Offset unused
+}
+
+// builderTable is one table of the batch being built.
+type builderTable struct {
+	rows *TableRows
+	seen map[string]int // event tables: id → present; merge tables: id → row index
 }
 
 // NewBatchBuilder starts an empty batch fenced by group and owner.
 func NewBatchBuilder(group, owner string) *BatchBuilder {
 	return &BatchBuilder{
 		b:       &Batch{Group: group, Owner: owner},
-		tables:  make(map[TableRef]*TableRows),
-		seen:    make(map[TableRef]map[string]int),
+		tables:  make(map[TableRef]*builderTable),
 		offsets: make(map[Pos]int),
 	}
 }
@@ -87,14 +91,13 @@ func (bb *BatchBuilder) Add(d *Decoded) {
 	dropped := map[string]bool(nil)
 	for ri := range d.Rows {
 		tr := &d.Rows[ri]
-		t := bb.tables[tr.Table]
-		if t == nil {
-			t = &TableRows{Table: tr.Table, Merge: tr.Merge}
-			bb.tables[tr.Table] = t
-			bb.seen[tr.Table] = make(map[string]int)
-			b.Tables = append(b.Tables, t)
+		bt := bb.tables[tr.Table]
+		if bt == nil {
+			bt = &builderTable{rows: &TableRows{Table: tr.Table, Merge: tr.Merge}, seen: make(map[string]int)}
+			bb.tables[tr.Table] = bt
+			b.Tables = append(b.Tables, bt.rows)
 		}
-		seen := bb.seen[tr.Table]
+		t, seen := bt.rows, bt.seen
 		if !tr.Merge {
 			if _, dup := seen[tr.Row.ID]; dup {
 				if dropped == nil {

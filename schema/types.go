@@ -276,4 +276,8 @@ type TableRows struct {
 	// per-column ordering key: column name → key. A key orders values from
 	// different calls: the greater key wins (see MergeKey).
 	MergeKeys []map[string]string
+	// Present, set by Conform, tells for each column of the table's
+	// definition (same index) whether some row holds a non-NULL value for
+	// it.
+	Present []bool
 }

@@ -91,15 +91,14 @@ func Plan(w *Warehouse, b *Batch) []Change {
 		}
 		var order []string
 		types := make(map[string]Type)
+		var g columnGuess
 		for ri := range tr.Rows {
-			for _, c := range tr.Rows[ri].Cols {
+			for k, c := range tr.Rows[ri].Cols {
 				if c.Val.IsNull() {
 					continue
 				}
-				if def != nil {
-					if _, ok := def.index[c.Name]; ok {
-						continue
-					}
+				if def != nil && g.index(def, k, c.Name) >= 0 {
+					continue
 				}
 				if c.Val.Kind == KindNumber && !validNumeric(c.Val.Str) {
 					// No column type can hold it: it will be a discard,
@@ -167,11 +166,18 @@ func Widen(a, b Type) Type {
 // A value that cannot be cast, or whose column does not exist (the table is
 // at MaxColumns), is removed from its row and kept as a discard in
 // b.Discards. Every table of b must be known to w (run Plan's changes
-// first). Conform returns the number of values discarded.
+// first). Conform sets each table's Present and returns the number of
+// values discarded.
 func Conform(w *Warehouse, b *Batch) int {
 	n := 0
 	for _, tr := range b.Tables {
 		def := w.tables[tr.Table]
+		var g columnGuess
+		if def != nil {
+			tr.Present = make([]bool, len(def.Cols))
+		} else {
+			tr.Present = nil
+		}
 		for ri := range tr.Rows {
 			row := &tr.Rows[ri]
 			// Rows may share column memory (a track's tracks row is a prefix
@@ -191,14 +197,11 @@ func Conform(w *Warehouse, b *Batch) int {
 					change(i)
 					continue
 				}
-				var (
-					t  Type
-					ok bool
-				)
+				j := -1
 				if def != nil {
-					t, ok = def.Column(c.Name)
+					j = g.index(def, i, c.Name)
 				}
-				if !ok {
+				if j < 0 {
 					change(i)
 					n++
 					reason, code := fmt.Sprintf("table has reached the limit of %d columns", MaxColumns), "column_limit"
@@ -211,7 +214,7 @@ func Conform(w *Warehouse, b *Batch) int {
 					})
 					continue
 				}
-				v, err := Cast(c.Val, t)
+				v, err := Cast(c.Val, def.Cols[j].Type)
 				if err != nil {
 					change(i)
 					n++
@@ -221,6 +224,7 @@ func Conform(w *Warehouse, b *Batch) int {
 					})
 					continue
 				}
+				tr.Present[j] = true
 				if v != c.Val {
 					change(i)
 				}
@@ -234,4 +238,31 @@ func Conform(w *Warehouse, b *Batch) int {
 		}
 	}
 	return n
+}
+
+// columnGuess finds the columns of a table's rows in its definition. Rows
+// of a table mostly share one layout, so the previous row's k-th column is
+// the best guess for this row's k-th: a string compare (often of the same
+// pointer, names being interned by the decoder) instead of a map lookup.
+type columnGuess struct {
+	names []string
+	pos   []int
+}
+
+// index returns the position in def of column name, the k-th of its row;
+// -1 when def lacks it.
+func (g *columnGuess) index(def *TableDef, k int, name string) int {
+	if k < len(g.names) && g.names[k] == name {
+		return g.pos[k]
+	}
+	j, ok := def.index[name]
+	if !ok {
+		j = -1
+	}
+	for len(g.names) <= k {
+		g.names = append(g.names, "")
+		g.pos = append(g.pos, -1)
+	}
+	g.names[k], g.pos[k] = name, j
+	return j
 }

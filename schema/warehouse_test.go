@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -260,5 +261,53 @@ func TestMergeNullDoesNotWin(t *testing.T) {
 	}
 	if got != "Ann" {
 		t.Fatalf("name = %q, want Ann", got)
+	}
+}
+
+// TestConformPresentAndLayouts conforms rows of changing layouts (the
+// column guess of one row misleads the next) and checks every cast and
+// Present: a column is present only when some row keeps a value for it.
+func TestConformPresentAndLayouts(t *testing.T) {
+	t.Parallel()
+	w := NewWarehouse()
+	apply(w, Plan(w, batchOf(
+		[]Col{{"a", Value{Kind: KindInt, Int: 1}}, {"b", strVal("x")}, {"c", Value{Kind: KindInt, Int: 2}}, {"d", strVal("y")}},
+	)))
+	b := batchOf(
+		[]Col{{"a", Value{Kind: KindInt, Int: 5}}, {"b", strVal("p")}},
+		[]Col{{"b", strVal("q")}, {"a", strVal("6")}},              // swapped: the guess is wrong at every position
+		[]Col{{"c", strVal("not a number")}},                       // only c's value is discarded
+		[]Col{{"b", Value{Kind: KindInt, Int: 7}}, {"a", Value{}}}, // a NULL
+	)
+	if n := Conform(w, b); n != 1 {
+		t.Fatalf("discarded %d, want 1 (c)", n)
+	}
+	tr := b.Tables[0]
+	def := w.Table(whRef)
+	got := map[string]bool{}
+	for i, p := range tr.Present {
+		if p {
+			got[def.Cols[i].Name] = true
+		}
+	}
+	want := map[string]bool{"id": true, "received_at": true, "a": true, "b": true}
+	if len(tr.Present) != len(def.Cols) || !maps.Equal(got, want) {
+		t.Errorf("present %v (of %d columns), want %v", got, len(tr.Present), want)
+	}
+	vals := func(r Row) map[string]Value {
+		m := map[string]Value{}
+		for _, c := range r.Cols {
+			m[c.Name] = c.Val
+		}
+		return m
+	}
+	if v := vals(tr.Rows[1]); v["a"].Kind != KindInt || v["a"].Int != 6 || v["b"].Str != "q" {
+		t.Errorf("row 2 after Conform: %v; want a = 6 (bigint), b = q", v)
+	}
+	if v := vals(tr.Rows[3]); v["b"].Kind != KindString || v["b"].Str != "7" {
+		t.Errorf("row 4 after Conform: %v; want b = \"7\" (text)", v)
+	}
+	if _, ok := vals(tr.Rows[2])["c"]; ok {
+		t.Errorf("row 3 kept c after its cast failed")
 	}
 }

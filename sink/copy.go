@@ -56,6 +56,26 @@ func copyColumns(def *schema.TableDef, rows []schema.Row) (names []string, types
 	return names, types
 }
 
+// presentColumns is copyColumns from the columns schema.Conform found
+// values for (present, by position in def).
+func presentColumns(def *schema.TableDef, present []bool) (names []string, types []schema.Type) {
+	uuidTS := -1
+	for i, c := range def.Cols {
+		switch {
+		case c.Name == "uuid_ts":
+			uuidTS = i
+		case present[i]:
+			names = append(names, c.Name)
+			types = append(types, c.Type)
+		}
+	}
+	if uuidTS >= 0 {
+		names = append(names, "uuid_ts")
+		types = append(types, schema.Timestamptz)
+	}
+	return names, types
+}
+
 func sameLayout(a, b []schema.Col) bool {
 	if len(a) != len(b) {
 		return false

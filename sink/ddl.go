@@ -104,7 +104,14 @@ func (p *picture) columns(tr *schema.TableRows) ([]string, []schema.Type) {
 	if cs, ok := p.cols[tr]; ok {
 		return cs.names, cs.types
 	}
-	names, types := copyColumns(p.w.Table(tr.Table), tr.Rows)
+	def := p.w.Table(tr.Table)
+	var names []string
+	var types []schema.Type
+	if len(tr.Present) == len(def.Cols) {
+		names, types = presentColumns(def, tr.Present)
+	} else {
+		names, types = copyColumns(def, tr.Rows)
+	}
 	if p.cols == nil {
 		p.cols = make(map[*schema.TableRows]columnSet)
 	}
