@@ -2,6 +2,7 @@ package schema
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -38,7 +39,11 @@ func NewDecoder(cfg Config) (*Decoder, error) {
 // Decode decodes one record. It never fails: a record that cannot become
 // messages comes back as a rejection with a reason.
 func (d *Decoder) Decode(rec *Record) *Decoded {
-	out := &Decoded{Pos: rec.Pos(), Bytes: len(rec.Value)}
+	// The Decoded and its first two rows are one allocation: a message
+	// makes one or two rows.
+	da := &decodedAlloc{}
+	out := &da.d
+	out.Pos, out.Bytes = rec.Pos(), len(rec.Value)
 	reject := func(code, format string, args ...any) *Decoded {
 		out.Rows, out.Discards = nil, nil
 		out.Rejected = append(out.Rejected[:0], Rejected{
@@ -53,8 +58,8 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 		return reject("empty", "empty record value (a tombstone or an empty message)")
 	}
 	st := states.Get().(*state)
-	defer states.Put(st)
-	st.arena = arena{buf: make([]byte, 0, len(rec.Value))}
+	defer st.release()
+	st.arena = arena{}
 	v, err := st.p.ParseBytes(rec.Value)
 	if err != nil {
 		return reject("invalid_json", "invalid JSON: %s", sanitizeReason(err.Error()))
@@ -64,6 +69,9 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 	}
 	obj, _ := v.Object()
 	if batch := obj.Get("batch"); batch != nil {
+		// Note: obj.Get("batch") stays first. When it misses, fastjson has
+		// unescaped obj's keys, so one pass over them (msgFields.scan)
+		// finds what each later obj.Get would.
 		if batch.Type() != fastjson.TypeArray {
 			return reject("bad_field", `"batch" is %s, not an array`, typeName(batch))
 		}
@@ -73,12 +81,13 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 			integrations: obj.Get("integrations"),
 			writeKey:     obj.Get("writeKey"),
 		}
+		st.arena = arena{buf: make([]byte, 0, len(rec.Value))}
 		msgs, _ := batch.Array()
 		if len(msgs) == 0 {
 			return reject("missing_field", `"batch" is empty`)
 		}
 		for i, m := range msgs {
-			if err := d.message(st, rec, out, m, &env, i); err != nil {
+			if err := d.message(st, rec, da, m, nil, &env, i); err != nil {
 				out.Rejected = append(out.Rejected, Rejected{
 					Pos: out.Pos, Timestamp: rec.Timestamp, Raw: m.MarshalTo(nil),
 					Reason: fmt.Sprintf("batch message %d: %s", i, err), Code: rejectCode(err),
@@ -87,10 +96,206 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 		}
 		return out
 	}
-	if err := d.message(st, rec, out, v, nil, -1); err != nil {
+	mf := msgFields{obj: obj}
+	mf.scan()
+	mf.measure(st)
+	if err := d.message(st, rec, da, v, &mf, nil, -1); err != nil {
 		return reject(rejectCode(err), "%s", err)
 	}
 	return out
+}
+
+// decodedAlloc is a Decoded with room for its first rows.
+type decodedAlloc struct {
+	d    Decoded
+	rows [2]TableRow
+}
+
+// The top-level fields of a message that the decoder reads.
+const (
+	fType = iota
+	fIntegrations
+	fUserID
+	fAnonymousID
+	fEvent
+	fGroupID
+	fPreviousID
+	fWriteKey
+	fMessageID
+	fReceivedAt
+	fTimestamp
+	fOriginalTimestamp
+	fSentAt
+	fContext
+	fProperties
+	fTraits
+	fName
+	fCategory
+	nFields
+)
+
+var fieldNames = [nFields]string{
+	fType: "type", fIntegrations: "integrations", fUserID: "userId", fAnonymousID: "anonymousId",
+	fEvent: "event", fGroupID: "groupId", fPreviousID: "previousId", fWriteKey: "writeKey",
+	fMessageID: "messageId", fReceivedAt: "receivedAt", fTimestamp: "timestamp",
+	fOriginalTimestamp: "originalTimestamp", fSentAt: "sentAt", fContext: "context",
+	fProperties: "properties", fTraits: "traits", fName: "name", fCategory: "category",
+}
+
+// msgFields reads a message's top-level fields: from one pass over the
+// keys (scan) when the object's keys are known to be unescaped already,
+// else with obj.Get each, exactly as fastjson resolves a key.
+type msgFields struct {
+	obj     *fastjson.Object
+	scanned bool
+	vals    [nFields]*fastjson.Value
+	leaves  [nFields]int // of context, properties and traits, once measured
+}
+
+// scan reads every field in one pass, keeping the first of duplicate keys
+// as obj.Get does once the keys are unescaped.
+func (m *msgFields) scan() {
+	m.scanned = true
+	m.obj.Visit(func(k []byte, v *fastjson.Value) {
+		i := fieldIndex(k)
+		if i >= 0 && m.vals[i] == nil {
+			m.vals[i] = v
+		}
+	})
+}
+
+func fieldIndex(k []byte) int {
+	switch string(k) {
+	case "type":
+		return fType
+	case "integrations":
+		return fIntegrations
+	case "userId":
+		return fUserID
+	case "anonymousId":
+		return fAnonymousID
+	case "event":
+		return fEvent
+	case "groupId":
+		return fGroupID
+	case "previousId":
+		return fPreviousID
+	case "writeKey":
+		return fWriteKey
+	case "messageId":
+		return fMessageID
+	case "receivedAt":
+		return fReceivedAt
+	case "timestamp":
+		return fTimestamp
+	case "originalTimestamp":
+		return fOriginalTimestamp
+	case "sentAt":
+		return fSentAt
+	case "context":
+		return fContext
+	case "properties":
+		return fProperties
+	case "traits":
+		return fTraits
+	case "name":
+		return fName
+	case "category":
+		return fCategory
+	}
+	return -1
+}
+
+// measure sizes the message's allocations once its fields are scanned:
+// the text arena (exactly the bytes the message can copy into it) and the
+// leaves of context, properties and traits (for colsCap). Measuring does
+// not change what the fields hold.
+func (m *msgFields) measure(st *state) {
+	text := 0
+	for i, v := range &m.vals {
+		if v == nil {
+			continue
+		}
+		switch i {
+		case fIntegrations:
+		case fContext, fProperties, fTraits:
+			if v.Type() == fastjson.TypeObject {
+				o, _ := v.Object()
+				n, t := st.measureObject(o)
+				m.leaves[i] = n
+				text += t
+			}
+		default:
+			text += st.textLen(v)
+		}
+	}
+	st.arena = arena{}
+	if text > 0 {
+		st.arena.buf = make([]byte, 0, text)
+	}
+}
+
+// measureObject counts the leaves of o (SPEC §5), nulls included, and the
+// bytes of their text.
+func (st *state) measureObject(o *fastjson.Object) (n, text int) {
+	o.Visit(func(_ []byte, v *fastjson.Value) {
+		if v.Type() == fastjson.TypeObject {
+			sub, _ := v.Object()
+			sn, st2 := st.measureObject(sub)
+			n, text = n+sn, text+st2
+		} else {
+			n++
+			text += st.textLen(v)
+		}
+	})
+	return n, text
+}
+
+// textLen is the most text a value can put in the arena: a string's
+// bytes, the JSON text of anything else.
+func (st *state) textLen(v *fastjson.Value) int {
+	switch v.Type() {
+	case fastjson.TypeString:
+		return len(strBytes(v))
+	case fastjson.TypeNumber, fastjson.TypeArray, fastjson.TypeObject:
+		st.num = v.MarshalTo(st.num[:0])
+		return len(st.num)
+	}
+	return 0
+}
+
+// colsCap is the capacity of a message's column slice: an upper bound of
+// its columns when the fields were measured, else a typical size.
+func (m *msgFields) colsCap(typ string) int {
+	if !m.scanned {
+		return 48
+	}
+	n := 7 // id, received_at, anonymous_id, user_id, original_timestamp, sent_at, timestamp
+	switch typ {
+	case "track", "page", "screen":
+		n += 2 + m.leaves[fProperties] // event and event_text; name and category
+	case "identify":
+		n += m.leaves[fTraits]
+	case "group":
+		n += 1 + m.leaves[fTraits] // group_id
+	case "alias":
+		n++ // previous_id
+	}
+	return n + m.leaves[fContext]
+}
+
+// get returns field i, nil when absent or null.
+func (m *msgFields) get(i int) *fastjson.Value {
+	var x *fastjson.Value
+	if m.scanned {
+		x = m.vals[i]
+	} else {
+		x = m.obj.Get(fieldNames[i])
+	}
+	if x != nil && x.Type() == fastjson.TypeNull {
+		return nil
+	}
+	return x
 }
 
 // envelope is what a batch envelope lends its messages.
@@ -130,24 +335,21 @@ type msgCtx struct {
 }
 
 // message decodes one Segment message into out. An error rejects it.
-func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Value, env *envelope, index int) error {
+func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.Value, mf *msgFields, env *envelope, index int) error {
 	if v.Type() != fastjson.TypeObject {
 		return rejectf("not_object", "not a JSON object: the value is %s", typeName(v))
 	}
+	out := &da.d
 	// Number tokens fastjson lets through but JSON forbids (NaN, 1.2.3) are
 	// caught where values are converted (jsonValue, scalarText): walking
 	// the whole tree up front cost 12% of decoding.
 	st.badNumber = ""
 	rowsBefore, discardsBefore := len(out.Rows), len(out.Discards)
-	obj, _ := v.Object()
-	get := func(k string) *fastjson.Value {
-		x := obj.Get(k)
-		if x != nil && x.Type() == fastjson.TypeNull {
-			return nil
-		}
-		return x
+	if mf == nil {
+		obj, _ := v.Object()
+		mf = &msgFields{obj: obj}
 	}
-	tv := get("type")
+	tv := mf.get(fType)
 	if tv == nil {
 		return rejectf("missing_field", `missing "type"`)
 	}
@@ -160,7 +362,7 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 	}
 
 	// Routing (SPEC §1): integrations.Warehouses.
-	integ := get("integrations")
+	integ := mf.get(fIntegrations)
 	if integ == nil && env != nil {
 		integ = env.integrations
 	}
@@ -169,25 +371,25 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 		return nil
 	}
 
-	userID, err := st.idField(get("userId"), "userId")
+	userID, err := st.idField(mf.get(fUserID), "userId")
 	if err != nil {
 		return err
 	}
-	anonID, err := st.idField(get("anonymousId"), "anonymousId")
+	anonID, err := st.idField(mf.get(fAnonymousID), "anonymousId")
 	if err != nil {
 		return err
 	}
 	var event, groupID, previousID string
 	switch typ {
 	case "track":
-		ev := get("event")
+		ev := mf.get(fEvent)
 		if ev == nil {
 			return rejectf("missing_field", `track without "event"`)
 		}
 		if ev.Type() != fastjson.TypeString {
 			return rejectf("bad_field", `"event" is %s, not a string`, typeName(ev))
 		}
-		event = st.arena.str(ev.GetStringBytes())
+		event = st.arena.str(strBytes(ev))
 		if event == "" {
 			return rejectf("missing_field", `track with an empty "event"`)
 		}
@@ -195,14 +397,14 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 			return rejectf("unnameable", "event name %q has no ASCII letters or digits, so it cannot name a table", clip(event, 64))
 		}
 	case "group":
-		if groupID, err = st.idField(get("groupId"), "groupId"); err != nil {
+		if groupID, err = st.idField(mf.get(fGroupID), "groupId"); err != nil {
 			return err
 		}
 		if groupID == "" {
 			return rejectf("missing_field", `group without "groupId"`)
 		}
 	case "alias":
-		if previousID, err = st.idField(get("previousId"), "previousId"); err != nil {
+		if previousID, err = st.idField(mf.get(fPreviousID), "previousId"); err != nil {
 			return err
 		}
 		if userID == "" || previousID == "" {
@@ -214,13 +416,13 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 	}
 
 	// Source → schema (SPEC §2).
-	schemaName, err := d.schemaFor(rec, get("writeKey"), env)
+	schemaName, err := d.schemaFor(st, rec, mf.get(fWriteKey), env)
 	if err != nil {
 		return err
 	}
 
 	// Message id (SPEC §11).
-	id, err := st.idField(get("messageId"), "messageId")
+	id, err := st.idField(mf.get(fMessageID), "messageId")
 	if err != nil {
 		return err
 	}
@@ -228,21 +430,24 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 		id = fallbackID(rec, index)
 	}
 
-	mc := &msgCtx{st: st, d: d, out: out, schema: schemaName, id: id}
+	// The message context lives in the pooled state: the flattener's
+	// recursion would otherwise make it escape, an allocation per message.
+	mc := &st.mc
+	*mc = msgCtx{st: st, d: d, out: out, schema: schemaName, id: id}
 	mainTable := tableFor[typ]
 
 	// Timestamps (SPEC §10).
-	received, hasReceived := mc.timeField(get("receivedAt"), mainTable, "received_at")
+	received, hasReceived := mc.timeField(mf.get(fReceivedAt), mainTable, "received_at")
 	if !hasReceived {
 		received = rec.Timestamp
 	}
 	mc.received = received
-	ts, hasTS := mc.timeField(get("timestamp"), mainTable, "timestamp")
-	orig, hasOrig := mc.timeField(get("originalTimestamp"), mainTable, "original_timestamp")
+	ts, hasTS := mc.timeField(mf.get(fTimestamp), mainTable, "timestamp")
+	orig, hasOrig := mc.timeField(mf.get(fOriginalTimestamp), mainTable, "original_timestamp")
 	if !hasOrig && hasTS {
 		orig, hasOrig = ts, true
 	}
-	sentV := get("sentAt")
+	sentV := mf.get(fSentAt)
 	if sentV == nil && env != nil && env.sentAt != nil && env.sentAt.Type() != fastjson.TypeNull {
 		sentV = env.sentAt
 	}
@@ -262,7 +467,7 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 	// One column slice per call: the standard columns, the call's fixed
 	// columns, context, then properties or traits. A track's tracks row is
 	// a prefix of its event-table row, sharing the memory.
-	cols := make([]Col, 0, 48)
+	cols := make([]Col, 0, mf.colsCap(typ))
 	cols = append(cols, Col{"id", strVal(id)}, Col{"received_at", timeVal(received)})
 	if anonID != "" {
 		cols = append(cols, Col{"anonymous_id", strVal(anonID)})
@@ -279,7 +484,7 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 	cols = append(cols, Col{"timestamp", timeVal(timestamp)})
 
 	if len(out.Rows) == 0 {
-		out.Rows = make([]TableRow, 0, 2)
+		out.Rows = da.rows[:0:2]
 	}
 	pos := out.Pos
 	emit := func(table string, merge bool, key string, rowCols []Col) {
@@ -299,7 +504,7 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 		return append(row, cols[from:]...)
 	}
 
-	ctxV := get("context")
+	ctxV := mf.get(fContext)
 	switch typ {
 	case "track":
 		en := st.eventNames(event)
@@ -307,13 +512,13 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 		table := en.table
 		cols = mc.contextCols(cols, ctxV, env, "tracks")
 		n := len(cols)
-		cols = mc.sectionCols(cols, get("properties"), table, nil)
+		cols = mc.sectionCols(cols, mf.get(fProperties), table, nil)
 		emit("tracks", false, "", cols[:n:n])
 		emit(table, false, "", cols)
 	case "identify":
 		ctxAt := len(cols)
 		cols = mc.contextCols(cols, ctxV, env, "identifies")
-		cols = mc.sectionCols(cols, get("traits"), "identifies", nil)
+		cols = mc.sectionCols(cols, mf.get(fTraits), "identifies", nil)
 		emit("identifies", false, "", cols)
 		if userID != "" {
 			head := []Col{{"id", strVal(userID)}, {"received_at", timeVal(received)}}
@@ -322,25 +527,25 @@ func (d *Decoder) message(st *state, rec *Record, out *Decoded, v *fastjson.Valu
 	case "page", "screen":
 		table := mainTable
 		topAt := len(cols)
-		if n := get("name"); n != nil {
+		if n := mf.get(fName); n != nil {
 			if val, ok := st.jsonValue(n); ok {
 				cols = append(cols, Col{"name", val})
 			}
 		}
-		if c := get("category"); c != nil {
+		if c := mf.get(fCategory); c != nil {
 			if val, ok := st.jsonValue(c); ok {
 				cols = append(cols, Col{"category", val})
 			}
 		}
 		top := cols[topAt:len(cols):len(cols)]
 		cols = mc.contextCols(cols, ctxV, env, table)
-		cols = mc.sectionCols(cols, get("properties"), table, top)
+		cols = mc.sectionCols(cols, mf.get(fProperties), table, top)
 		emit(table, false, "", cols)
 	case "group":
 		cols = append(cols, Col{"group_id", strVal(groupID)})
 		ctxAt := len(cols)
 		cols = mc.contextCols(cols, ctxV, env, "groups")
-		cols = mc.sectionCols(cols, get("traits"), "groups", nil)
+		cols = mc.sectionCols(cols, mf.get(fTraits), "groups", nil)
 		emit("groups", false, "", cols)
 		head := []Col{{"id", strVal(groupID)}, {"received_at", timeVal(received)}}
 		if userID != "" {
@@ -402,32 +607,47 @@ func (d *Decoder) routed(integ *fastjson.Value) bool {
 
 // schemaFor resolves the record's source (SPEC §2): the header, the
 // writeKey map, the topic map, else the topic.
-func (d *Decoder) schemaFor(rec *Record, writeKey *fastjson.Value, env *envelope) (string, error) {
-	src, from := rec.SourceHeader, "header "+d.cfg.SourceHeader
+func (d *Decoder) schemaFor(st *state, rec *Record, writeKey *fastjson.Value, env *envelope) (string, error) {
+	src, from := rec.SourceHeader, fromHeader
 	if src == "" && len(d.cfg.WriteKeys) > 0 {
 		if writeKey == nil && env != nil {
 			writeKey = env.writeKey
 		}
 		if writeKey != nil && writeKey.Type() == fastjson.TypeString {
 			if s, ok := d.cfg.WriteKeys[string(writeKey.GetStringBytes())]; ok {
-				src, from = s, "SEGWH_WRITE_KEYS"
+				src, from = s, fromWriteKeys
 			}
 		}
 	}
 	if src == "" {
 		if s, ok := d.cfg.TopicSources[rec.Topic]; ok {
-			src, from = s, "SEGWH_TOPIC_SOURCES"
+			src, from = s, fromTopicSources
 		}
 	}
 	if src == "" {
-		src, from = rec.Topic, "the topic name"
+		src, from = rec.Topic, fromTopic
+	}
+	// Sources repeat record after record: remember the last one's name.
+	if src == st.lastSource && st.lastSchema != "" {
+		return st.lastSchema, nil
 	}
 	name := SchemaName(src)
 	if name == "" {
-		return "", rejectf("unnameable", "source %q (from %s) has no ASCII letters or digits, so it cannot name a schema", clip(sanitize([]byte(src)), 64), from)
+		where := [...]string{fromHeader: "header " + d.cfg.SourceHeader, fromWriteKeys: "SEGWH_WRITE_KEYS",
+			fromTopicSources: "SEGWH_TOPIC_SOURCES", fromTopic: "the topic name"}[from]
+		return "", rejectf("unnameable", "source %q (from %s) has no ASCII letters or digits, so it cannot name a schema", clip(sanitize([]byte(src)), 64), where)
 	}
+	st.lastSource, st.lastSchema = src, name
 	return name, nil
 }
+
+// Where a record's source came from, for schemaFor's rejection reason.
+const (
+	fromHeader = iota
+	fromWriteKeys
+	fromTopicSources
+	fromTopic
+)
 
 // fallbackID is the deterministic id of a message without messageId, so a
 // replay from Kafka stays idempotent.
@@ -462,7 +682,7 @@ func (st *state) idField(v *fastjson.Value, name string) (string, error) {
 func (st *state) scalarText(v *fastjson.Value) (string, error) {
 	switch v.Type() {
 	case fastjson.TypeString:
-		return st.arena.str(v.GetStringBytes()), nil
+		return st.arena.str(strBytes(v)), nil
 	case fastjson.TypeNumber:
 		st.num = v.MarshalTo(st.num[:0])
 		if !isNumberBytes(st.num) {
@@ -528,7 +748,7 @@ func clip(s string, n int) string {
 func (st *state) jsonValue(v *fastjson.Value) (Value, bool) {
 	switch v.Type() {
 	case fastjson.TypeString:
-		s := st.arena.str(v.GetStringBytes())
+		s := st.arena.str(strBytes(v))
 		if t, ok := ParseTimestamp(s); ok && inPostgresRange(t) {
 			return TimeValue(t, s), true
 		}
@@ -559,6 +779,13 @@ func (st *state) jsonValue(v *fastjson.Value) (Value, bool) {
 		return Value{Kind: KindString, Str: st.arena.str(st.num)}, true
 	}
 	return Value{}, false
+}
+
+// strBytes is the text of v, a string: GetStringBytes without its key
+// path walk.
+func strBytes(v *fastjson.Value) []byte {
+	b, _ := v.StringBytes()
+	return b
 }
 
 // parseIntBytes parses a JSON integer literal (no fraction, no exponent)
@@ -661,10 +888,8 @@ func (a *arena) str(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
-	for _, c := range b {
-		if c == 0 || c >= utf8.RuneSelf {
-			return sanitize(b) // rare: let the slow path allocate
-		}
+	if !plainText(b) {
+		return sanitize(b) // rare: let the slow path allocate
 	}
 	if cap(a.buf)-len(a.buf) < len(b) {
 		n := 2 * len(b)
@@ -676,6 +901,27 @@ func (a *arena) str(b []byte) string {
 	start := len(a.buf)
 	a.buf = append(a.buf, b...)
 	return unsafe.String(&a.buf[start], len(b))
+}
+
+// plainText reports whether b has neither a NUL nor a byte outside ASCII,
+// eight bytes at a time.
+func plainText(b []byte) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		// A byte with its top bit set, or a zero byte (which borrows
+		// through x-lo into its top bit when no top bit is set).
+		if ((x-lo)|x)&hi != 0 {
+			return false
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c == 0 || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // rejectError is why a message is rejected, with its reason class (the

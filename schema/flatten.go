@@ -11,18 +11,41 @@ import (
 // caches of names already worked out. Pooled, so the hot path allocates
 // little beyond the rows it returns.
 type state struct {
-	p        fastjson.Parser
-	props    map[string]nameEntry // original key path → column (properties, traits)
-	ctx      map[string]nameEntry // context key path → column
-	dotted   []byte
-	segKeys  []string       // original keys of the current segment's columns
-	segIndex map[string]int // column name → index in the segment, for large segments
-	events   map[string]eventEntry
-	num      []byte // scratch for number literals and array text
+	p      fastjson.Parser
+	props  nameCache // property and trait key paths → columns
+	ctx    nameCache // context key paths → columns
+	events map[string]eventEntry
+	// ids numbers the distinct column names of both caches, so that a
+	// flattener finds two keys landing on one column (SPEC §6 rule 6) by
+	// index instead of by comparing or hashing names.
+	ids     map[string]int32
+	seen    []seenSlot // by name id: where the name is in the current segment
+	gen     uint32     // the current segment's generation, see seenSlot
+	segKeys []string   // original keys of the current segment's columns
+	num     []byte     // scratch for number literals and array text
 	// badNumber is set when a number token of the message is not valid
 	// JSON; the message is then rejected.
 	badNumber string
-	arena     arena // the current record's text; replaced per record
+	arena     arena  // the current record's text; replaced per record
+	mc        msgCtx // the current message's context
+	// lastSource is the source of the last message decoded, lastSchema
+	// its schema name.
+	lastSource, lastSchema string
+}
+
+// release returns s to the pool, without references to the record's
+// output.
+func (s *state) release() {
+	s.mc = msgCtx{}
+	s.arena = arena{}
+	states.Put(s)
+}
+
+// seenSlot says that a name id has a column at index idx of the segment of
+// generation gen.
+type seenSlot struct {
+	gen uint32
+	idx int32
 }
 
 type eventEntry struct{ name, table string }
@@ -43,37 +66,125 @@ func (s *state) eventNames(event string) eventEntry {
 type nameEntry struct {
 	name string // column name, "" when the key names nothing
 	key  string // the original key path, sanitized
+	id   int32  // the name's id (state.ids), when name is not ""
 }
 
-// maxCachedNames bounds each name cache; past it the cache starts over, so
+// maxCachedNames bounds each name cache; past it the caches start over, so
 // a stream of ever-new keys cannot grow memory without bound.
 const maxCachedNames = 20000
 
 var states = sync.Pool{New: func() any {
 	return &state{
-		props:  make(map[string]nameEntry),
-		ctx:    make(map[string]nameEntry),
+		props:  nameCache{root: &nameNode{}, namer: ColumnName},
+		ctx:    nameCache{root: &nameNode{}, namer: ContextColumn},
 		events: make(map[string]eventEntry),
-		dotted: make([]byte, 0, 128),
+		ids:    make(map[string]int32),
 	}
 }}
 
-// lookup names the current dotted path through the cache.
-func (s *state) lookup(cache map[string]nameEntry, namer func(string) (string, bool)) nameEntry {
-	if e, ok := cache[string(s.dotted)]; ok {
-		return e
+// nameCache caches the names of key paths as a tree that mirrors the JSON
+// objects: a node per object path, a child per key. Events of one kind come
+// with their keys in the same order, so the child a key finds is almost
+// always the one after the previous key's: one string comparison instead of
+// building the dotted path and hashing it.
+type nameCache struct {
+	root  *nameNode
+	size  int // children in the tree
+	namer func(string) (string, bool)
+}
+
+// nameNode is an object path ("" for the top) and the keys seen under it.
+type nameNode struct {
+	path  string // dotted path of the object, as SPEC §5 joins it
+	kids  []nameKid
+	index map[string]int32 // key → index in kids, once there are many
+}
+
+// nameKid is one key of an object: its name as a leaf, and its node when
+// its value is an object.
+type nameKid struct {
+	key   string
+	named bool
+	entry nameEntry
+	node  *nameNode
+}
+
+// kidIndexAt is the number of children past which a node indexes them.
+const kidIndexAt = 12
+
+// childPath joins a parent path and a key the way the flattener always
+// has: a '.' between them unless the parent path is empty.
+func childPath(parent, key string) string {
+	if len(parent) == 0 {
+		return key
 	}
-	raw := string(s.dotted)
-	name, ok := namer(raw)
+	return parent + "." + key
+}
+
+// kid returns the index of key k among n's children, adding it if new.
+// hint is where the key is expected (right after the previous key).
+func (c *nameCache) kid(n *nameNode, k []byte, hint int) int {
+	if hint < len(n.kids) && n.kids[hint].key == string(k) {
+		return hint
+	}
+	if n.index != nil {
+		if i, ok := n.index[string(k)]; ok {
+			return int(i)
+		}
+	} else {
+		for i := range n.kids {
+			if n.kids[i].key == string(k) {
+				return i
+			}
+		}
+	}
+	i := len(n.kids)
+	key := string(k)
+	n.kids = append(n.kids, nameKid{key: key})
+	c.size++
+	if n.index != nil {
+		n.index[key] = int32(i)
+	} else if len(n.kids) > kidIndexAt {
+		n.index = make(map[string]int32, 2*len(n.kids))
+		for j := range n.kids {
+			if _, dup := n.index[n.kids[j].key]; !dup {
+				n.index[n.kids[j].key] = int32(j)
+			}
+		}
+	}
+	return i
+}
+
+// name works out the column of child kid of n.
+func (s *state) name(c *nameCache, n *nameNode, kid *nameKid) {
+	raw := childPath(n.path, kid.key)
+	name, ok := c.namer(raw)
 	if !ok {
 		name = ""
 	}
-	e := nameEntry{name: name, key: sanitize(s.dotted)}
-	if len(cache) >= maxCachedNames {
-		clear(cache)
+	kid.entry = nameEntry{name: name, key: sanitize([]byte(raw))}
+	if name != "" {
+		id, ok := s.ids[name]
+		if !ok {
+			id = int32(len(s.seen))
+			s.ids[name] = id
+			s.seen = append(s.seen, seenSlot{})
+		}
+		kid.entry.id = id
 	}
-	cache[raw] = e
-	return e
+	kid.named = true
+}
+
+// resetNames empties the name caches when one has grown past its bound.
+// Only called between segments: entries in use stay valid.
+func (s *state) resetNames() {
+	if s.props.size < maxCachedNames && s.ctx.size < maxCachedNames {
+		return
+	}
+	s.props.root, s.props.size = &nameNode{}, 0
+	s.ctx.root, s.ctx.size = &nameNode{}, 0
+	clear(s.ids)
+	s.seen = s.seen[:0]
 }
 
 // flattener appends the leaves of one object (SPEC §5) to a row's columns,
@@ -82,84 +193,87 @@ func (s *state) lookup(cache map[string]nameEntry, namer func(string) (string, b
 type flattener struct {
 	mc     *msgCtx
 	st     *state
+	c      *nameCache
 	table  string
-	cache  map[string]nameEntry
-	namer  func(string) (string, bool)
 	prefix string // put before original keys in discards ("context.")
 	cols   []Col
 	base   int
+	gen    uint32
 }
 
-func (mc *msgCtx) newFlattener(cols []Col, table string, context bool) *flattener {
-	f := &flattener{mc: mc, st: mc.st, table: table, cols: cols, base: len(cols)}
+func (mc *msgCtx) newFlattener(cols []Col, table string, context bool) flattener {
+	st := mc.st
+	st.resetNames()
+	f := flattener{mc: mc, st: st, table: table, cols: cols, base: len(cols)}
 	if context {
-		f.cache, f.namer, f.prefix = mc.st.ctx, ContextColumn, "context."
+		f.c, f.prefix = &st.ctx, "context."
 	} else {
-		f.cache, f.namer = mc.st.props, ColumnName
+		f.c = &st.props
 	}
-	f.st.dotted = f.st.dotted[:0]
-	f.st.segKeys = f.st.segKeys[:0]
-	clear(f.st.segIndex)
+	st.gen++
+	if st.gen == 0 {
+		clear(st.seen)
+		st.gen = 1
+	}
+	f.gen = st.gen
+	st.segKeys = st.segKeys[:0]
 	return f
 }
 
-func (f *flattener) walk(o *fastjson.Object) {
+func (f *flattener) walk(o *fastjson.Object, n *nameNode) {
+	hint := 0
 	o.Visit(func(k []byte, v *fastjson.Value) {
-		dl := len(f.st.dotted)
-		if dl > 0 {
-			f.st.dotted = append(f.st.dotted, '.')
-		}
-		f.st.dotted = append(f.st.dotted, k...)
-		f.value(v)
-		f.st.dotted = f.st.dotted[:dl]
+		i := f.c.kid(n, k, hint)
+		hint = i + 1
+		f.value(n, i, v)
 	})
 }
 
-func (f *flattener) value(v *fastjson.Value) {
+// value flattens v, the value of child i of n.
+func (f *flattener) value(n *nameNode, i int, v *fastjson.Value) {
 	if v.Type() == fastjson.TypeObject {
+		kid := &n.kids[i]
+		if kid.node == nil {
+			kid.node = &nameNode{path: childPath(n.path, kid.key)}
+		}
 		sub, _ := v.Object()
-		f.walk(sub)
+		f.walk(sub, kid.node)
 	} else if val, ok := f.st.jsonValue(v); ok {
-		f.add(val)
+		kid := &n.kids[i]
+		if !kid.named {
+			f.st.name(f.c, n, kid)
+		}
+		f.add(&kid.entry, val)
 	}
 }
 
-func (f *flattener) add(val Value) {
-	e := f.st.lookup(f.cache, f.namer)
+func (f *flattener) add(e *nameEntry, val Value) {
 	if e.name == "" {
 		f.mc.discard(f.table, f.prefix+e.key, val.Text(), "unnamed_key", "key has no ASCII letters or digits, so it cannot name a column")
 		return
 	}
-	seg := f.cols[f.base:]
-	if f.st.segIndex == nil || len(f.st.segIndex) == 0 && len(seg) < 16 {
-		for i := range seg {
-			if seg[i].Name == e.name {
-				f.collide(i, e, val)
-				return
-			}
-		}
-		if len(seg) == 15 {
-			if f.st.segIndex == nil {
-				f.st.segIndex = make(map[string]int)
-			}
-			for i := range seg {
-				f.st.segIndex[seg[i].Name] = i
-			}
-		}
-	} else if i, ok := f.st.segIndex[e.name]; ok {
-		f.collide(i, e, val)
+	s := &f.st.seen[e.id]
+	if s.gen == f.gen {
+		f.collide(int(s.idx), e, val)
 		return
 	}
-	if len(f.st.segIndex) > 0 {
-		f.st.segIndex[e.name] = len(seg)
+	n := len(f.cols)
+	s.gen, s.idx = f.gen, int32(n-f.base)
+	if n < cap(f.cols) {
+		// Field by field: appending a Col literal copies it with a bulk
+		// write barrier while the GC marks.
+		f.cols = f.cols[:n+1]
+		c := &f.cols[n]
+		c.Name, c.Val.Kind, c.Val.Str, c.Val.Int = e.name, val.Kind, val.Str, val.Int
+	} else {
+		f.cols = append(f.cols, Col{Name: e.name, Val: val})
 	}
-	f.cols = append(f.cols, Col{Name: e.name, Val: val})
 	f.st.segKeys = append(f.st.segKeys, e.key)
 }
 
 // collide keeps the value whose original key sorts last and discards the
 // other (SPEC §6 rule 6).
-func (f *flattener) collide(i int, e nameEntry, val Value) {
+func (f *flattener) collide(i int, e *nameEntry, val Value) {
 	old := &f.cols[f.base+i]
 	oldKey := f.st.segKeys[i]
 	if e.key >= oldKey {
@@ -186,7 +300,7 @@ func (mc *msgCtx) sectionCols(cols []Col, v *fastjson.Value, table string, top [
 		return cols
 	}
 	f := mc.newFlattener(cols, table, false)
-	f.walk(o)
+	f.walk(o, f.c.root)
 	if len(top) == 0 {
 		return f.cols
 	}
@@ -212,23 +326,40 @@ func (mc *msgCtx) sectionCols(cols []Col, v *fastjson.Value, table string, top [
 // (the message's own top-level keys win), to cols.
 func (mc *msgCtx) contextCols(cols []Col, v *fastjson.Value, env *envelope, table string) []Col {
 	f := mc.newFlattener(cols, table, true)
+	root := f.c.root
 	var own *fastjson.Object
 	if v != nil && v.Type() == fastjson.TypeObject {
 		own, _ = v.Object()
-		f.walk(own)
+		f.walk(own, root)
 	} else if v != nil && v.Type() != fastjson.TypeNull {
 		mc.discard(table, "context", sanitize(v.MarshalTo(nil)), "not_object", "context is not an object")
 	}
 	if env != nil && env.context != nil && env.context.Type() == fastjson.TypeObject {
 		eo, _ := env.context.Object()
+		hint := 0
 		eo.Visit(func(k []byte, ev *fastjson.Value) {
 			if own != nil && own.Get(string(k)) != nil {
 				return
 			}
-			f.st.dotted = append(f.st.dotted[:0], k...)
-			f.value(ev)
-			f.st.dotted = f.st.dotted[:0]
+			i := f.c.kid(root, k, hint)
+			hint = i + 1
+			f.value(root, i, ev)
 		})
 	}
 	return f.cols
+}
+
+// leaves counts the leaves of o (SPEC §5), nulls included: an upper bound
+// of the columns o flattens to.
+func leaves(o *fastjson.Object) int {
+	n := 0
+	o.Visit(func(_ []byte, v *fastjson.Value) {
+		if v.Type() == fastjson.TypeObject {
+			sub, _ := v.Object()
+			n += leaves(sub)
+		} else {
+			n++
+		}
+	})
+	return n
 }
