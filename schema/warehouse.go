@@ -91,13 +91,19 @@ func Plan(w *Warehouse, b *Batch) []Change {
 		}
 		var order []string
 		types := make(map[string]Type)
-		var g columnGuess
+		var g *ColumnIndex
+		if def != nil {
+			g = NewColumnIndex(def.index)
+		}
 		for ri := range tr.Rows {
+			if g != nil {
+				g.Row(len(tr.Rows[ri].Cols))
+			}
 			for k, c := range tr.Rows[ri].Cols {
 				if c.Val.IsNull() {
 					continue
 				}
-				if def != nil && g.index(def, k, c.Name) >= 0 {
+				if g != nil && g.Find(k, c.Name) >= 0 {
 					continue
 				}
 				if c.Val.Kind == KindNumber && !validNumeric(c.Val.Str) {
@@ -172,9 +178,10 @@ func Conform(w *Warehouse, b *Batch) int {
 	n := 0
 	for _, tr := range b.Tables {
 		def := w.tables[tr.Table]
-		var g columnGuess
+		var g *ColumnIndex
 		if def != nil {
 			tr.Present = make([]bool, len(def.Cols))
+			g = NewColumnIndex(def.index)
 		} else {
 			tr.Present = nil
 		}
@@ -183,6 +190,9 @@ func Conform(w *Warehouse, b *Batch) int {
 			// Rows may share column memory (a track's tracks row is a prefix
 			// of its event row), so never write into row.Cols: copy on the
 			// first change.
+			if g != nil {
+				g.Row(len(row.Cols))
+			}
 			var kept []Col
 			changed := false
 			change := func(i int) {
@@ -198,8 +208,8 @@ func Conform(w *Warehouse, b *Batch) int {
 					continue
 				}
 				j := -1
-				if def != nil {
-					j = g.index(def, i, c.Name)
+				if g != nil {
+					j = g.Find(i, c.Name)
 				}
 				if j < 0 {
 					change(i)
@@ -240,29 +250,50 @@ func Conform(w *Warehouse, b *Batch) int {
 	return n
 }
 
-// columnGuess finds the columns of a table's rows in its definition. Rows
-// of a table mostly share one layout, so the previous row's k-th column is
-// the best guess for this row's k-th: a string compare (often of the same
-// pointer, names being interned by the decoder) instead of a map lookup.
-type columnGuess struct {
+// ColumnIndex finds the columns of rows in a name → position index. Rows
+// of a table mostly share a few layouts (a track's context from the web or
+// from a phone), which a row's column count tells apart, so the previous
+// row of the same count is the best guess for this row's k-th column: a
+// string compare (often of the same pointer, names being interned by the
+// decoder) instead of a map lookup. Call Row before each row's columns.
+type ColumnIndex struct {
+	index map[string]int
+	byLen map[int]*layoutGuess
+	cur   *layoutGuess
+}
+
+type layoutGuess struct {
 	names []string
 	pos   []int
 }
 
-// index returns the position in def of column name, the k-th of its row;
-// -1 when def lacks it.
-func (g *columnGuess) index(def *TableDef, k int, name string) int {
-	if k < len(g.names) && g.names[k] == name {
-		return g.pos[k]
+// NewColumnIndex finds columns in index.
+func NewColumnIndex(index map[string]int) *ColumnIndex {
+	return &ColumnIndex{index: index, byLen: make(map[int]*layoutGuess)}
+}
+
+// Row starts a row of n columns.
+func (g *ColumnIndex) Row(n int) {
+	g.cur = g.byLen[n]
+	if g.cur == nil {
+		g.cur = &layoutGuess{names: make([]string, n), pos: make([]int, n)}
+		g.byLen[n] = g.cur
 	}
-	j, ok := def.index[name]
+}
+
+// Find returns the position of column name, the k-th of its row; -1 when
+// the index lacks it.
+func (g *ColumnIndex) Find(k int, name string) int {
+	l := g.cur
+	if k < len(l.names) && l.names[k] == name && name != "" {
+		return l.pos[k]
+	}
+	j, ok := g.index[name]
 	if !ok {
 		j = -1
 	}
-	for len(g.names) <= k {
-		g.names = append(g.names, "")
-		g.pos = append(g.pos, -1)
+	if k < len(l.names) {
+		l.names[k], l.pos[k] = name, j
 	}
-	g.names[k], g.pos[k] = name, j
 	return j
 }

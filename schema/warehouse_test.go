@@ -311,3 +311,32 @@ func TestConformPresentAndLayouts(t *testing.T) {
 		t.Errorf("row 3 kept c after its cast failed")
 	}
 }
+
+// TestColumnIndex finds columns through alternating layouts, two layouts
+// of one length (the guess is wrong) and names the index lacks.
+func TestColumnIndex(t *testing.T) {
+	t.Parallel()
+	index := map[string]int{"id": 0, "a": 1, "b": 2, "c": 3, "d": 4}
+	g := NewColumnIndex(index)
+	rows := [][]string{
+		{"id", "a", "b"},
+		{"id", "c", "d", "a"},
+		{"id", "a", "b"},
+		{"id", "b", "a"},      // same length as the first layout, other order
+		{"id", "x", "c"},      // x is unknown
+		{"id", "c", "d", "a"}, // the second layout again
+		{"", "a"},
+	}
+	for ri, names := range rows {
+		g.Row(len(names))
+		for k, n := range names {
+			want, ok := index[n]
+			if !ok {
+				want = -1
+			}
+			if got := g.Find(k, n); got != want {
+				t.Errorf("row %d column %d %q: Find = %d, want %d", ri, k, n, got, want)
+			}
+		}
+	}
+}

@@ -95,14 +95,9 @@ type rowSource struct {
 	cols  [][]schema.Col // when set, replaces rows[i].Cols
 	names []string
 	types []schema.Type
-	index map[string]int
-	uuid  int // position of uuid_ts, -1 when absent
+	find  *schema.ColumnIndex // a row's columns among names
+	uuid  int                 // position of uuid_ts, -1 when absent
 	ts    time.Time
-
-	// The column positions of the previous row: rows of a table mostly
-	// share one layout, so a name compare replaces a map lookup.
-	guessName []string
-	guessPos  []int
 
 	// pgx.CopyFromSource state (the fallback path).
 	i    int
@@ -111,15 +106,16 @@ type rowSource struct {
 }
 
 func newRowSource(rows []schema.Row, cols [][]schema.Col, names []string, types []schema.Type, uuidTS time.Time) *rowSource {
-	s := &rowSource{rows: rows, cols: cols, names: names, types: types, ts: uuidTS, uuid: -1,
-		index: make(map[string]int, len(names))}
+	s := &rowSource{rows: rows, cols: cols, names: names, types: types, ts: uuidTS, uuid: -1}
+	index := make(map[string]int, len(names))
 	for i, n := range names {
 		if n == "uuid_ts" {
 			s.uuid = i
 			continue
 		}
-		s.index[n] = i
+		index[n] = i
 	}
+	s.find = schema.NewColumnIndex(index)
 	return s
 }
 
@@ -135,24 +131,6 @@ func (s *rowSource) row(i int) (id string, cols []schema.Col) {
 		return "", s.cols[i]
 	}
 	return s.rows[i].ID, s.rows[i].Cols
-}
-
-// position returns the target column of a row's k-th column, -1 when the
-// column is not written.
-func (s *rowSource) position(k int, name string) int {
-	if k < len(s.guessName) && s.guessName[k] == name {
-		return s.guessPos[k]
-	}
-	j, ok := s.index[name]
-	if !ok {
-		j = -1
-	}
-	for len(s.guessName) <= k {
-		s.guessName = append(s.guessName, "")
-		s.guessPos = append(s.guessPos, -1)
-	}
-	s.guessName[k], s.guessPos[k] = name, j
-	return j
 }
 
 // copyRows copies src into table with a binary COPY and returns the rows
@@ -200,28 +178,34 @@ func (s *rowSource) encode(w io.Writer, m *pgtype.Map) error {
 	buf = append(buf, "PGCOPY\n\377\r\n\000"...)
 	buf = binary.BigEndian.AppendUint32(buf, 0) // flags
 	buf = binary.BigEndian.AppendUint32(buf, 0) // header extension
-	nulls := make([]bool, len(s.names))
-	vals := make([]schema.Value, len(s.names))
+	// from[j]: the index in the row's columns of target column j's value,
+	// -1 for NULL.
+	from := make([]int32, len(s.names))
 	for i := 0; i < s.len(); i++ {
 		id, cols := s.row(i)
-		for j := range nulls {
-			nulls[j] = true
+		for j := range from {
+			from[j] = -1
 		}
-		for k, c := range cols {
-			if j := s.position(k, c.Name); j >= 0 && !c.Val.IsNull() {
-				nulls[j], vals[j] = false, c.Val
+		s.find.Row(len(cols))
+		for k := range cols {
+			c := &cols[k]
+			if c.Val.Kind == schema.KindNull {
+				continue
+			}
+			if j := s.find.Find(k, c.Name); j >= 0 {
+				from[j] = int32(k)
 			}
 		}
 		buf = binary.BigEndian.AppendUint16(buf, uint16(len(s.names)))
-		for j := range s.names {
+		for j, k := range from {
 			var err error
 			switch {
 			case j == s.uuid:
 				buf = appendTimestamptz(buf, s.ts)
-			case nulls[j]:
+			case k < 0:
 				buf = binary.BigEndian.AppendUint32(buf, math.MaxUint32) // -1: NULL
 			default:
-				if buf, err = appendValue(buf, vals[j], s.types[j], m); err != nil {
+				if buf, err = appendValue(buf, &cols[k].Val, s.types[j], m); err != nil {
 					return &valueError{fmt.Errorf("row %q column %s: %w", id, s.names[j], err)}
 				}
 			}
@@ -253,7 +237,7 @@ func appendTimestamptz(buf []byte, t time.Time) []byte {
 
 // appendValue appends one length-prefixed binary field holding v, which
 // schema.Conform cast to column type t.
-func appendValue(buf []byte, v schema.Value, t schema.Type, m *pgtype.Map) ([]byte, error) {
+func appendValue(buf []byte, v *schema.Value, t schema.Type, m *pgtype.Map) ([]byte, error) {
 	switch t {
 	case schema.Text:
 		s := v.Str
@@ -291,7 +275,7 @@ func appendValue(buf []byte, v schema.Value, t schema.Type, m *pgtype.Map) ([]by
 			var tmp [24]byte
 			return appendNumeric(buf, string(strconv.AppendInt(tmp[:0], v.Int, 10)))
 		}
-		n, err := pgValue(v, t)
+		n, err := pgValue(*v, t)
 		if err != nil {
 			return nil, err
 		}
@@ -325,8 +309,9 @@ func (s *rowSource) Values() ([]any, error) {
 		s.vals[j] = nil
 	}
 	id, cols := s.row(s.i - 1)
+	s.find.Row(len(cols))
 	for k, c := range cols {
-		j := s.position(k, c.Name)
+		j := s.find.Find(k, c.Name)
 		if j < 0 {
 			continue
 		}
