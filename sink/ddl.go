@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -121,7 +122,13 @@ func (p *picture) columns(tr *schema.TableRows) ([]string, []schema.Type) {
 
 // prepare makes sure every table and column the batch needs exists and
 // returns the batch's picture of the warehouse.
-func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*picture, error) {
+//
+// ahead is for a batch prepared while another flush is in the air: it may
+// create tables, but adding columns would lock tables that flush may hold
+// or still want (two loaders' transactions each waiting for the other),
+// so a batch that needs columns added is left to its Load
+// (errDDLDeferred).
+func (l *Loader) prepare(ctx context.Context, b *schema.Batch, ahead bool) (*picture, error) {
 	p := &picture{w: schema.NewWarehouse(), exact: make(map[schema.TableRef]bool, len(b.Tables))}
 	w := p.w
 	merge := make(map[schema.TableRef]bool, len(b.Tables))
@@ -154,13 +161,32 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch) (*picture, error)
 			return nil, &ddlError{fmt.Errorf("%s still missing after creating it: the loader must own the tables it writes (ALTER TABLE %s OWNER TO <loader user>;)",
 				changes[0], pgx.Identifier{changes[0].Table.Schema, changes[0].Table.Table}.Sanitize())}
 		}
+		if ahead && !allCreate(changes) {
+			return nil, errDDLDeferred
+		}
 		n := min(len(changes), maxChangesPerTx)
-		if err := l.applyDDL(ctx, p, b, changes[:n], merge); err != nil {
+		if err := l.applyDDL(ctx, p, b, changes[:n], merge, ahead); err != nil {
+			if errors.Is(err, errDDLDeferred) {
+				return nil, err
+			}
 			return nil, &ddlError{err}
 		}
 		changes = schema.Plan(w, b)
 	}
 	return p, nil
+}
+
+// errDDLDeferred: a batch prepared ahead needs columns added, which its
+// Load does.
+var errDDLDeferred = errors.New("adding columns is left to the batch's Load")
+
+func allCreate(changes []schema.Change) bool {
+	for _, c := range changes {
+		if !c.Create {
+			return false
+		}
+	}
+	return true
 }
 
 // remember records table definitions in the cache and in p.
@@ -193,7 +219,7 @@ func (l *Loader) forget(b *schema.Batch) {
 // again under the lock and the batch planned again, so only what is still
 // missing runs. w and the cache are updated with what the tables hold
 // afterwards.
-func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, changes []schema.Change, merge map[schema.TableRef]bool) error {
+func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, changes []schema.Change, merge map[schema.TableRef]bool, ahead bool) error {
 	start := time.Now()
 	w := p.w
 	refs := make([]schema.TableRef, len(changes))
@@ -259,6 +285,9 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 		}
 		if len(todo) == 0 {
 			return nil
+		}
+		if ahead && !allCreate(todo) {
+			return errDDLDeferred // another loader created a table meanwhile
 		}
 		haveSchema := make(map[string]bool, len(existing))
 		for _, s := range existing {

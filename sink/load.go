@@ -63,14 +63,19 @@ func (l *Loader) Load(ctx context.Context, b *schema.Batch) (err error) {
 
 // Prepare does ahead of Load the part of it that needs no data
 // transaction, so that it can run while the previous batch is still in
-// Postgres: the DDL the batch needs, casting its values to their column
-// types (schema.Conform, appending discards to b.Discards) and choosing
-// each table's columns. The result rides on b.Prepared; Load uses it
+// Postgres: creating the tables the batch needs, casting its values to
+// their column types (schema.Conform, appending discards to b.Discards)
+// and choosing each table's columns. A batch that needs columns added to
+// existing tables is left unprepared: that DDL would lock tables the
+// flush in the air may want. The result rides on b.Prepared; Load uses it
 // unless the loader forgot tables since (a failed Load), and otherwise
 // prepares again. A failed Prepare leaves b to Load, which retries.
 func (l *Loader) Prepare(ctx context.Context, b *schema.Batch) error {
 	b.Prepared = nil
-	p, err := l.prepareBatch(ctx, b)
+	p, err := l.prepareBatch(ctx, b, true)
+	if errors.Is(err, errDDLDeferred) {
+		return nil
+	}
 	if err != nil {
 		return l.wrap(fmt.Sprintf("preparing batch of %d records", b.Records), err)
 	}
@@ -91,14 +96,18 @@ func (l *Loader) prepared(ctx context.Context, b *schema.Batch) (*picture, error
 			return p, nil
 		}
 	}
-	return l.prepareBatch(ctx, b)
+	return l.prepareBatch(ctx, b, false)
 }
 
 // prepareBatch runs the DDL b needs, conforms b to the resulting picture
 // and computes every event table's columns.
-func (l *Loader) prepareBatch(ctx context.Context, b *schema.Batch) (*picture, error) {
+func (l *Loader) prepareBatch(ctx context.Context, b *schema.Batch, ahead bool) (*picture, error) {
 	dctx, span := l.tracer.Start(ctx, "segwarehouse.ddl", trace.WithAttributes(attribute.Int("segwarehouse.tables", len(b.Tables))))
-	p, err := l.prepare(dctx, b)
+	p, err := l.prepare(dctx, b, ahead)
+	if errors.Is(err, errDDLDeferred) {
+		span.End() // not a failure: the Load adds the columns
+		return nil, err
+	}
 	l.endSpan(span, err)
 	if err != nil {
 		return nil, err

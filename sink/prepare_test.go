@@ -8,15 +8,19 @@ import (
 )
 
 // TestPrepareAhead prepares a batch before loading it, as the consumer does
-// while the previous flush is in Postgres: the DDL runs in Prepare, the
-// values are cast then, and Load writes them with the prepared picture.
+// while the previous flush is in Postgres: a new table is created in
+// Prepare, the values are cast then, and Load writes them with the
+// prepared picture.
 func TestPrepareAhead(t *testing.T) {
 	t.Parallel()
 	l, dsn := newLoader(t)
 	claim(t, l, testOwner, 0)
 	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "t", evRow("m1", t0, 0, col("n", vInt(7))))}}))
 	b := build(testOwner, 1,
-		rec{off: 1, rows: []schema.TableRow{ev("s", "t", evRow("m2", t0, 1, col("n", vStr("x")), col("f", vNum("1.5"))))}},
+		rec{off: 1, rows: []schema.TableRow{
+			ev("s", "t", evRow("m2", t0, 1, col("n", vStr("x")))),
+			ev("s", "fresh", evRow("m2", t0, 1, col("f", vNum("1.5")))),
+		}},
 	)
 	if err := l.Prepare(ctxT(t), b); err != nil {
 		t.Fatalf("Prepare: %v", err)
@@ -24,16 +28,47 @@ func TestPrepareAhead(t *testing.T) {
 	if b.Prepared == nil {
 		t.Fatal("Prepare left nothing on the batch")
 	}
-	// The new column exists before Load; the value "x" cannot be a
-	// bigint and is already a discard.
-	wantColumns(t, dsn, "s", "t", cols(pc("n", "bigint"), pc("f", "numeric")))
+	// The new table exists before Load; the value "x" cannot be a bigint
+	// and is already a discard.
+	wantColumns(t, dsn, "s", "fresh", cols(pc("f", "numeric")))
 	if len(b.Discards) != 1 || b.Discards[0].Column != "n" || b.Discards[0].RowID != "m2" {
 		t.Errorf("discards after Prepare: %+v; want n of m2", b.Discards)
 	}
 	load(t, l, b)
-	wantRows(t, dsn, [][]any{{"m1", int64(7), nil}, {"m2", nil, "1.5"}}, `SELECT id, n, f::text FROM s.t ORDER BY id`)
+	wantRows(t, dsn, [][]any{{"m1", int64(7)}, {"m2", nil}}, `SELECT id, n FROM s.t ORDER BY id`)
+	wantRows(t, dsn, [][]any{{"m2", "1.5"}}, `SELECT id, f::text FROM s.fresh`)
 	wantRows(t, dsn, [][]any{{int64(1)}}, `SELECT count(*) FROM _segwarehouse.discards`)
 	wantRows(t, dsn, [][]any{{int64(2)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
+}
+
+// TestPrepareLeavesAlterToLoad: a batch that needs a column added to an
+// existing table is not prepared ahead (the ALTER would lock a table the
+// flush in the air may want); its Load adds the column.
+func TestPrepareLeavesAlterToLoad(t *testing.T) {
+	t.Parallel()
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "t", evRow("m1", t0, 0, col("n", vInt(7))))}}))
+	b := build(testOwner, 1,
+		rec{off: 1, rows: []schema.TableRow{
+			ev("s", "t", evRow("m2", t0, 1, col("n", vInt(8)), col("extra", vStr("e")))),
+			ev("s", "fresh", evRow("m2", t0, 1, col("f", vNum("1.5")))),
+		}},
+	)
+	if err := l.Prepare(ctxT(t), b); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if b.Prepared != nil {
+		t.Error("a batch needing ALTER TABLE was prepared ahead")
+	}
+	wantColumns(t, dsn, "s", "t", cols(pc("n", "bigint")))
+	if n := count(t, dsn, `SELECT count(*) FROM information_schema.tables WHERE table_schema = 's' AND table_name = 'fresh'`); n != 0 {
+		t.Errorf("Prepare created s.fresh though the batch was left to Load")
+	}
+	load(t, l, b)
+	wantColumns(t, dsn, "s", "t", cols(pc("n", "bigint"), pc("extra", "text")))
+	wantRows(t, dsn, [][]any{{"m1", nil}, {"m2", "e"}}, `SELECT id, extra FROM s.t ORDER BY id`)
+	wantRows(t, dsn, [][]any{{"m2", "1.5"}}, `SELECT id, f::text FROM s.fresh`)
 }
 
 // TestPrepareStale prepares a batch, then a failed Load makes the loader
