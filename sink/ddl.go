@@ -41,19 +41,39 @@ type tableInfo struct {
 	exact bool // every column has one of exactTypes
 }
 
-// readTables reads the columns of refs from information_schema in one
-// query. Tables that do not exist (or show no columns to the loader) are
-// absent from the result.
+// readTables reads the columns of refs in one query: what
+// information_schema.columns shows of them (the same relations, columns,
+// privilege filter and data_type), read from pg_catalog by name. The view
+// itself checks the privileges of every column in the database before
+// filtering: 160 ms a call with 2,000 tables of 45 columns.
+// Tables that do not exist (or show no columns to the loader) are absent
+// from the result.
 func readTables(ctx context.Context, q querier, refs []schema.TableRef) (map[schema.TableRef]tableInfo, error) {
 	schemas := make([]string, len(refs))
 	tables := make([]string, len(refs))
 	for i, r := range refs {
 		schemas[i], tables[i] = r.Schema, r.Table
 	}
-	rows, err := q.Query(ctx, `SELECT c.table_schema::text, c.table_name::text, c.column_name::text, c.data_type::text
-		FROM information_schema.columns c
-		JOIN unnest($1::text[], $2::text[]) AS t(s, n) ON c.table_schema = t.s AND c.table_name = t.n
-		ORDER BY 1, 2, c.ordinal_position`, schemas, tables)
+	rows, err := q.Query(ctx, `SELECT nc.nspname::text, c.relname::text, a.attname::text,
+			CASE WHEN t.typtype = 'd' THEN
+				CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'ARRAY'
+					WHEN nbt.nspname = 'pg_catalog' THEN format_type(t.typbasetype, NULL)
+					ELSE 'USER-DEFINED' END
+			ELSE
+				CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN 'ARRAY'
+					WHEN nt.nspname = 'pg_catalog' THEN format_type(a.atttypid, NULL)
+					ELSE 'USER-DEFINED' END
+			END
+		FROM unnest($1::text[], $2::text[]) AS r(s, n)
+		JOIN pg_namespace nc ON nc.nspname = r.s
+		JOIN pg_class c ON c.relnamespace = nc.oid AND c.relname = r.n AND c.relkind IN ('r', 'v', 'f', 'p')
+		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+		JOIN pg_type t ON t.oid = a.atttypid
+		JOIN pg_namespace nt ON nt.oid = t.typnamespace
+		LEFT JOIN (pg_type bt JOIN pg_namespace nbt ON bt.typnamespace = nbt.oid) ON t.typtype = 'd' AND t.typbasetype = bt.oid
+		WHERE NOT pg_is_other_temp_schema(nc.oid)
+			AND (pg_has_role(c.relowner, 'USAGE') OR has_column_privilege(c.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES'))
+		ORDER BY 1, 2, a.attnum`, schemas, tables)
 	if err != nil {
 		return nil, fmt.Errorf("reading columns of %d tables: %w", len(refs), err)
 	}
@@ -155,7 +175,7 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch, ahead bool) (*pic
 	changes := schema.Plan(w, b)
 	// Each round applies up to maxChangesPerTx changes and must shrink the
 	// plan; a plan that does not shrink means the loader cannot see what it
-	// created (information_schema shows only columns it has privileges on).
+	// created (it sees only columns it has privileges on, as in information_schema).
 	for rounds := len(changes)/maxChangesPerTx + 2; len(changes) > 0; rounds-- {
 		if rounds == 0 {
 			return nil, &ddlError{fmt.Errorf("%s still missing after creating it: the loader must own the tables it writes (ALTER TABLE %s OWNER TO <loader user>;)",
