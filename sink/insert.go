@@ -41,14 +41,15 @@ func (l *Loader) small(p *picture, tr *schema.TableRows) bool {
 func (l *Loader) insertSmall(ctx context.Context, tx pgx.Tx, p *picture, trs []*schema.TableRows, uuidTS time.Time) (map[schema.TableRef]int, map[schema.TableRef]map[string]bool, error) {
 	written := make(map[schema.TableRef]int, len(trs))
 	dropped := make(map[schema.TableRef]map[string]bool)
-	uuidText := binary.BigEndian.AppendUint64(nil, uint64(uuidTS.UnixMicro()-unixToY2KMicros))
+	// Every statement's uuid_ts parameter is p.uuid, this transaction's
+	// timestamp.
+	binary.BigEndian.PutUint64(p.uuidParam(), uint64(uuidTS.UnixMicro()-unixToY2KMicros))
 	for start := 0; start < len(trs); start += maxBatchedTables {
 		part := trs[start:min(start+maxBatchedTables, len(trs))]
 		batch := &pgconn.Batch{}
 		for _, tr := range part {
-			names, types := p.columns(tr)
-			sql, params, oids, formats := insertStatement(tr, names, types, uuidText)
-			batch.ExecParams(sql, params, oids, formats, nil)
+			ins := p.insert(tr)
+			batch.ExecParams(ins.sql, ins.params, ins.oids, ins.formats, nil)
 		}
 		mrr := tx.Conn().PgConn().ExecBatch(ctx, batch)
 		for _, tr := range part {
@@ -86,10 +87,36 @@ func (l *Loader) insertSmall(ctx context.Context, tx pgx.Tx, p *picture, trs []*
 	return written, dropped, nil
 }
 
+// insertStmt is one multi-row INSERT and its parameters.
+type insertStmt struct {
+	sql     string
+	params  [][]byte
+	oids    []uint32
+	formats []int16
+}
+
+// uuidParam returns the 8 bytes every small table's uuid_ts parameter
+// holds (binary timestamptz), filled in by the transaction.
+func (p *picture) uuidParam() []byte {
+	if p.uuid == nil {
+		p.uuid = make([]byte, 8)
+	}
+	return p.uuid
+}
+
+// insert builds tr's INSERT.
+func (p *picture) insert(tr *schema.TableRows) *insertStmt {
+	names, types := p.columns(tr)
+	sql, params, oids, formats := insertStatement(tr, names, types, p.uuidParam())
+	return &insertStmt{sql, params, oids, formats}
+}
+
 // insertStatement builds one multi-row INSERT of tr's rows and its
 // parameters (nil: NULL). Every name is quoted. Timestamps go in binary
 // (typed timestamptz: exact, and any year Postgres holds); everything else
 // as text with no type (OID 0), Postgres taking the type from the column.
+// The parameters are slices of one buffer, and every uuid_ts parameter is
+// uuidTS itself.
 func insertStatement(tr *schema.TableRows, names []string, types []schema.Type, uuidTS []byte) (string, [][]byte, []uint32, []int16) {
 	pos := make(map[string]int, len(names))
 	for i, n := range names {
@@ -106,11 +133,15 @@ func insertStatement(tr *schema.TableRows, names []string, types []schema.Type, 
 	oids := make([]uint32, 0, n)
 	formats := make([]int16, 0, n)
 	row := make([][]byte, len(names))
+	var arena []byte
 	for r := range tr.Rows {
 		clear(row)
 		for _, c := range tr.Rows[r].Cols {
 			if j, ok := pos[c.Name]; ok && !c.Val.IsNull() {
-				row[j] = param(c.Val, types[j])
+				at := len(arena)
+				arena = appendParam(arena, c.Val, types[j])
+				// Earlier parameters keep the old array when arena grows.
+				row[j] = arena[at:len(arena):len(arena)]
 			}
 		}
 		if j, ok := pos["uuid_ts"]; ok {
@@ -139,24 +170,27 @@ func insertStatement(tr *schema.TableRows, names []string, types []schema.Type, 
 	return sb.String(), params, oids, formats
 }
 
-// param is a parameter for a column of type t holding a value
+// appendParam appends a parameter for a column of type t holding a value
 // schema.Conform cast to t: timestamps in binary, the rest as text.
-func param(v schema.Value, t schema.Type) []byte {
+func appendParam(buf []byte, v schema.Value, t schema.Type) []byte {
 	switch t {
 	case schema.BigInt:
-		return strconv.AppendInt(nil, v.Int, 10)
+		return strconv.AppendInt(buf, v.Int, 10)
 	case schema.Numeric:
 		if v.Kind == schema.KindInt {
-			return strconv.AppendInt(nil, v.Int, 10)
+			return strconv.AppendInt(buf, v.Int, 10)
 		}
-		return []byte(v.Str) // a JSON number literal: valid numeric input
+		return append(buf, v.Str...) // a JSON number literal: valid numeric input
 	case schema.Boolean:
 		if v.Bool() {
-			return []byte("true")
+			return append(buf, "true"...)
 		}
-		return []byte("false")
+		return append(buf, "false"...)
 	case schema.Timestamptz:
-		return binary.BigEndian.AppendUint64(nil, uint64(v.UnixMicro()-unixToY2KMicros))
+		return binary.BigEndian.AppendUint64(buf, uint64(v.UnixMicro()-unixToY2KMicros))
 	}
-	return []byte(v.Text())
+	if v.Kind == schema.KindString {
+		return append(buf, v.Str...)
+	}
+	return append(buf, v.Text()...)
 }

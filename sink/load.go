@@ -115,9 +115,10 @@ func (l *Loader) prepareBatch(ctx context.Context, b *schema.Batch, ahead bool) 
 	schema.Conform(p.w, b)
 	p.cols = make(map[*schema.TableRows]columnSet, len(b.Tables))
 	for _, tr := range b.Tables {
-		if !tr.Merge && len(tr.Rows) > 0 {
-			p.columns(tr)
+		if tr.Merge || len(tr.Rows) == 0 {
+			continue
 		}
+		p.columns(tr)
 	}
 	return p, nil
 }

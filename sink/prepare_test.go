@@ -37,6 +37,9 @@ func TestPrepareAhead(t *testing.T) {
 	load(t, l, b)
 	wantRows(t, dsn, [][]any{{"m1", int64(7)}, {"m2", nil}}, `SELECT id, n FROM s.t ORDER BY id`)
 	wantRows(t, dsn, [][]any{{"m2", "1.5"}}, `SELECT id, f::text FROM s.fresh`)
+	// Small tables' rows get the transaction's uuid_ts.
+	wantRows(t, dsn, [][]any{{true, true}}, `SELECT f.uuid_ts = t.uuid_ts, f.uuid_ts > now() - interval '1 minute'
+		FROM s.fresh f, s.t t WHERE t.id = 'm2'`)
 	wantRows(t, dsn, [][]any{{int64(1)}}, `SELECT count(*) FROM _segwarehouse.discards`)
 	wantRows(t, dsn, [][]any{{int64(2)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
 }
