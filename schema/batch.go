@@ -193,8 +193,11 @@ func MergeRow(stored []Col, storedKeys map[string]string, in Row, inKeys map[str
 			continue
 		}
 		keys[c.Name] = k
+		// Only a stored column can hold this name already: an incoming
+		// name seen before has its key set, the same key, and was skipped
+		// above. (Scanning all of out was quadratic in the row's columns.)
 		set := false
-		for i := range out {
+		for i := range out[:len(stored)] {
 			if out[i].Name == c.Name {
 				out[i].Val = c.Val
 				set = true

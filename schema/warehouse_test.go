@@ -340,3 +340,35 @@ func TestColumnIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeRowColumns: a stored column is replaced in place when the
+// incoming key is greater (also a stored column without a key), kept when
+// its key is newer; new columns are appended once, even when the incoming
+// row names one twice; a NULL never wins.
+func TestMergeRowColumns(t *testing.T) {
+	t.Parallel()
+	stored := []Col{{"a", strVal("old-a")}, {"b", strVal("old-b")}, {"nokey", strVal("old-n")}}
+	storedKeys := map[string]string{"a": "k1", "b": "k9"}
+	in := Row{Key: "k5", Cols: []Col{
+		{"a", strVal("new-a")}, {"b", strVal("new-b")}, {"nokey", strVal("new-n")},
+		{"c", strVal("c1")}, {"c", strVal("c2")}, {"d", Value{}},
+	}}
+	out, keys := MergeRow(stored, storedKeys, in, nil)
+	got := map[string]string{}
+	for _, c := range out {
+		if _, dup := got[c.Name]; dup {
+			t.Errorf("column %s twice in %v", c.Name, out)
+		}
+		got[c.Name] = c.Val.Text()
+	}
+	want := map[string]string{"a": "new-a", "b": "old-b", "nokey": "new-n", "c": "c1"}
+	if !maps.Equal(got, want) {
+		t.Errorf("merged %v, want %v", got, want)
+	}
+	if wantKeys := map[string]string{"a": "k5", "b": "k9", "nokey": "k5", "c": "k5"}; !maps.Equal(keys, wantKeys) {
+		t.Errorf("keys %v, want %v", keys, wantKeys)
+	}
+	if out[0].Name != "a" || out[1].Name != "b" || out[2].Name != "nokey" {
+		t.Errorf("stored columns moved: %v", out)
+	}
+}
