@@ -111,8 +111,6 @@ type picture struct {
 	// cols holds each event table's COPY columns once the batch is
 	// conformed (see columns).
 	cols map[*schema.TableRows]columnSet
-	// uuid is the uuid_ts parameter every small table's INSERT shares.
-	uuid []byte
 }
 
 // columnSet is the columns a table's rows are written with.

@@ -41,15 +41,14 @@ func (l *Loader) small(p *picture, tr *schema.TableRows) bool {
 func (l *Loader) insertSmall(ctx context.Context, tx pgx.Tx, p *picture, trs []*schema.TableRows, uuidTS time.Time) (map[schema.TableRef]int, map[schema.TableRef]map[string]bool, error) {
 	written := make(map[schema.TableRef]int, len(trs))
 	dropped := make(map[schema.TableRef]map[string]bool)
-	// Every statement's uuid_ts parameter is p.uuid, this transaction's
-	// timestamp.
-	binary.BigEndian.PutUint64(p.uuidParam(), uint64(uuidTS.UnixMicro()-unixToY2KMicros))
+	uuidText := binary.BigEndian.AppendUint64(nil, uint64(uuidTS.UnixMicro()-unixToY2KMicros))
 	for start := 0; start < len(trs); start += maxBatchedTables {
 		part := trs[start:min(start+maxBatchedTables, len(trs))]
 		batch := &pgconn.Batch{}
 		for _, tr := range part {
-			ins := p.insert(tr)
-			batch.ExecParams(ins.sql, ins.params, ins.oids, ins.formats, nil)
+			names, types := p.columns(tr)
+			sql, params, oids, formats := insertStatement(tr, names, types, uuidText)
+			batch.ExecParams(sql, params, oids, formats, nil)
 		}
 		mrr := tx.Conn().PgConn().ExecBatch(ctx, batch)
 		for _, tr := range part {
@@ -85,30 +84,6 @@ func (l *Loader) insertSmall(ctx context.Context, tx pgx.Tx, p *picture, trs []*
 		}
 	}
 	return written, dropped, nil
-}
-
-// insertStmt is one multi-row INSERT and its parameters.
-type insertStmt struct {
-	sql     string
-	params  [][]byte
-	oids    []uint32
-	formats []int16
-}
-
-// uuidParam returns the 8 bytes every small table's uuid_ts parameter
-// holds (binary timestamptz), filled in by the transaction.
-func (p *picture) uuidParam() []byte {
-	if p.uuid == nil {
-		p.uuid = make([]byte, 8)
-	}
-	return p.uuid
-}
-
-// insert builds tr's INSERT.
-func (p *picture) insert(tr *schema.TableRows) *insertStmt {
-	names, types := p.columns(tr)
-	sql, params, oids, formats := insertStatement(tr, names, types, p.uuidParam())
-	return &insertStmt{sql, params, oids, formats}
 }
 
 // insertStatement builds one multi-row INSERT of tr's rows and its
