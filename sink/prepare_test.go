@@ -7,15 +7,23 @@ import (
 	"github.com/segwarehouse/segwarehouse/schema"
 )
 
+// loaderWithTable returns a loader owning partition 0 whose first record
+// (offset 0) made s.t with a bigint column n: m1, n = 7.
+func loaderWithTable(t *testing.T) (*Loader, string) {
+	t.Helper()
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "t", evRow("m1", t0, 0, col("n", vInt(7))))}}))
+	return l, dsn
+}
+
 // TestPrepareAhead prepares a batch before loading it, as the consumer does
 // while the previous flush is in Postgres: a new table is created in
 // Prepare, the values are cast then, and Load writes them with the
 // prepared picture.
 func TestPrepareAhead(t *testing.T) {
 	t.Parallel()
-	l, dsn := newLoader(t)
-	claim(t, l, testOwner, 0)
-	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "t", evRow("m1", t0, 0, col("n", vInt(7))))}}))
+	l, dsn := loaderWithTable(t)
 	b := build(testOwner, 1,
 		rec{off: 1, rows: []schema.TableRow{
 			ev("s", "t", evRow("m2", t0, 1, col("n", vStr("x")))),
@@ -49,9 +57,7 @@ func TestPrepareAhead(t *testing.T) {
 // flush in the air may want); its Load adds the column.
 func TestPrepareLeavesAlterToLoad(t *testing.T) {
 	t.Parallel()
-	l, dsn := newLoader(t)
-	claim(t, l, testOwner, 0)
-	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "t", evRow("m1", t0, 0, col("n", vInt(7))))}}))
+	l, dsn := loaderWithTable(t)
 	b := build(testOwner, 1,
 		rec{off: 1, rows: []schema.TableRow{
 			ev("s", "t", evRow("m2", t0, 1, col("n", vInt(8)), col("extra", vStr("e")))),
