@@ -272,6 +272,15 @@ func NewColumnIndex(index map[string]int) *ColumnIndex {
 	return &ColumnIndex{index: index, byLen: make(map[int]*layoutGuess)}
 }
 
+// Reset makes g find columns in index, forgetting its guesses.
+func (g *ColumnIndex) Reset(index map[string]int) {
+	g.index = index
+	for _, l := range g.byLen {
+		clear(l.names) // an empty name never matches
+	}
+	g.cur = nil
+}
+
 // Row starts a row of n columns.
 func (g *ColumnIndex) Row(n int) {
 	g.cur = g.byLen[n]

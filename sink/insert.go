@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,16 +18,17 @@ import (
 
 // Small event tables go in with INSERT instead of COPY: a flush over
 // thousands of event tables holds a few rows for most of them, and a COPY
-// costs two round trips per table whatever its size. All the small tables
-// of a flush are written by one pipelined batch of multi-row INSERTs, one
-// round trip in all, in exec mode (no statement is prepared, so thousands
-// of distinct statements cost no cache churn). ON CONFLICT ("id") DO
-// NOTHING drops producer duplicates, the first copy winning, with no
-// savepoint.
+// costs two round trips per table whatever its size. The small tables of a
+// flush are written by pipelined batches of multi-row INSERTs, in exec mode
+// (no statement is prepared, so thousands of distinct statements cost no
+// cache churn). While Postgres runs one batch, the next is built, so the
+// Go side of a flush of thousands of tables overlaps Postgres's. ON
+// CONFLICT ("id") DO NOTHING drops producer duplicates, the first copy
+// winning, with no savepoint.
 const (
-	smallTableRows   = 64    // a table with at most this many rows is small
-	maxInsertParams  = 30000 // Postgres takes 65535 parameters per statement
-	maxBatchedTables = 1000  // statements per pipelined batch
+	smallTableRows    = 64    // a table with at most this many rows is small
+	maxInsertParams   = 30000 // Postgres takes 65535 parameters per statement
+	insertChunkTables = 100   // statements per pipelined batch
 )
 
 // small reports whether tr's rows go in by INSERT.
@@ -41,16 +42,18 @@ func (l *Loader) small(p *picture, tr *schema.TableRows) bool {
 func (l *Loader) insertSmall(ctx context.Context, tx pgx.Tx, p *picture, trs []*schema.TableRows, uuidTS time.Time) (map[schema.TableRef]int, map[schema.TableRef]map[string]bool, error) {
 	written := make(map[schema.TableRef]int, len(trs))
 	dropped := make(map[schema.TableRef]map[string]bool)
-	uuidText := binary.BigEndian.AppendUint64(nil, uint64(uuidTS.UnixMicro()-unixToY2KMicros))
-	for start := 0; start < len(trs); start += maxBatchedTables {
-		part := trs[start:min(start+maxBatchedTables, len(trs))]
-		batch := &pgconn.Batch{}
-		for _, tr := range part {
-			names, types := p.columns(tr)
-			sql, params, oids, formats := insertStatement(tr, names, types, uuidText)
-			batch.ExecParams(sql, params, oids, formats, nil)
-		}
+	ib := insertBuilder{uuidTS: binary.BigEndian.AppendUint64(nil, uint64(uuidTS.UnixMicro()-unixToY2KMicros))}
+	chunk := func(start int) []*schema.TableRows { return trs[start:min(start+insertChunkTables, len(trs))] }
+	batch := l.insertBatch(&ib, p, chunk(0))
+	for start := 0; start < len(trs); start += insertChunkTables {
+		part := chunk(start)
 		mrr := tx.Conn().PgConn().ExecBatch(ctx, batch)
+		// Postgres runs part meanwhile; its results (the ids inserted)
+		// wait in the socket.
+		batch = nil
+		if next := start + insertChunkTables; next < len(trs) {
+			batch = l.insertBatch(&ib, p, chunk(next))
+		}
 		for _, tr := range part {
 			if !mrr.NextResult() {
 				err := mrr.Close()
@@ -86,63 +89,165 @@ func (l *Loader) insertSmall(ctx context.Context, tx pgx.Tx, p *picture, trs []*
 	return written, dropped, nil
 }
 
-// insertStatement builds one multi-row INSERT of tr's rows and its
-// parameters (nil: NULL). Every name is quoted. Timestamps go in binary
-// (typed timestamptz: exact, and any year Postgres holds); everything else
-// as text with no type (OID 0), Postgres taking the type from the column.
-// The parameters are slices of one buffer, and every uuid_ts parameter is
-// uuidTS itself.
-func insertStatement(tr *schema.TableRows, names []string, types []schema.Type, uuidTS []byte) (string, [][]byte, []uint32, []int16) {
-	pos := make(map[string]int, len(names))
-	for i, n := range names {
-		pos[n] = i
+// insertBatch builds the pipelined batch of part's INSERTs.
+func (l *Loader) insertBatch(ib *insertBuilder, p *picture, part []*schema.TableRows) *pgconn.Batch {
+	batch := &pgconn.Batch{}
+	for _, tr := range part {
+		names, types := p.columns(tr)
+		ib.build(l.insertShape(tr.Table, names, types), tr)
+		// ExecParams encodes the statement and its parameters into the
+		// batch: ib's buffers are free again after it.
+		batch.ExecParams(ib.sql, ib.params, ib.oids, ib.formats, nil)
 	}
-	var sb strings.Builder
-	sb.WriteString("INSERT INTO ")
-	sb.WriteString(pgx.Identifier{tr.Table.Schema, tr.Table.Table}.Sanitize())
-	sb.WriteString(" (")
-	sb.WriteString(quoteAll(names))
-	sb.WriteString(") VALUES ")
-	n := len(tr.Rows) * len(names)
-	params := make([][]byte, 0, n)
-	oids := make([]uint32, 0, n)
-	formats := make([]int16, 0, n)
-	row := make([][]byte, len(names))
-	var arena []byte
+	return batch
+}
+
+// insertShape is what the INSERTs into one table with one column list
+// share from flush to flush: the statement's head with every name
+// quoted, each column's parameter type and format, and where each column
+// goes. Immutable once built.
+type insertShape struct {
+	names   []string
+	types   []schema.Type
+	head    string // INSERT INTO "schema"."table" ("a", "b", …) VALUES
+	oids    []uint32
+	formats []int16
+	index   map[string]int // column name → position in names; uuid_ts absent
+	uuidTS  int            // position of uuid_ts, -1 when absent
+}
+
+// maxInsertShapes bounds the loader's cache of insert shapes.
+const maxInsertShapes = 20000
+
+// insertShape returns the shape of table's INSERTs with names, built once
+// while the table's columns stay the same.
+func (l *Loader) insertShape(table schema.TableRef, names []string, types []schema.Type) *insertShape {
+	l.shapesMu.Lock()
+	defer l.shapesMu.Unlock()
+	if sh := l.shapes[table]; sh != nil && slices.Equal(sh.names, names) && slices.Equal(sh.types, types) {
+		return sh
+	}
+	sh := &insertShape{
+		names:   names,
+		types:   types,
+		head:    "INSERT INTO " + pgx.Identifier{table.Schema, table.Table}.Sanitize() + " (" + quoteAll(names) + ") VALUES ",
+		oids:    make([]uint32, len(names)),
+		formats: make([]int16, len(names)),
+		index:   make(map[string]int, len(names)),
+		uuidTS:  -1,
+	}
+	for j, n := range names {
+		if types[j] == schema.Timestamptz {
+			sh.oids[j], sh.formats[j] = pgtype.TimestamptzOID, pgtype.BinaryFormatCode
+		} else {
+			sh.oids[j], sh.formats[j] = 0, pgtype.TextFormatCode
+		}
+		if n == "uuid_ts" {
+			sh.uuidTS = j
+			continue
+		}
+		sh.index[n] = j
+	}
+	if l.shapes == nil || len(l.shapes) >= maxInsertShapes {
+		l.shapes = make(map[schema.TableRef]*insertShape)
+	}
+	l.shapes[table] = sh
+	return sh
+}
+
+// insertBuilder builds one INSERT at a time into buffers reused from table
+// to table (pgconn copies a statement and its parameters into the batch).
+type insertBuilder struct {
+	uuidTS  []byte // the uuid_ts parameter (binary timestamptz)
+	find    *schema.ColumnIndex
+	sql     string
+	params  [][]byte // nil: NULL
+	oids    []uint32
+	formats []int16
+	spans   [][2]int32 // per parameter, its bytes in arena; see the span constants
+	row     [][2]int32
+	arena   []byte
+	text    []byte
+}
+
+// A parameter's span is its bytes in the arena, or one of these.
+const (
+	spanNull   = -1
+	spanUUIDTS = -2
+)
+
+// build makes the multi-row INSERT of tr's rows with shape sh into ib.sql,
+// ib.params, ib.oids and ib.formats. Every name is quoted. Timestamps go
+// in binary (typed timestamptz: exact, and any year Postgres holds);
+// everything else as text with no type (OID 0), Postgres taking the type
+// from the column.
+func (ib *insertBuilder) build(sh *insertShape, tr *schema.TableRows) {
+	n := len(sh.names)
+	ib.spans, ib.oids, ib.formats = ib.spans[:0], ib.oids[:0], ib.formats[:0]
+	if ib.arena == nil {
+		ib.arena = make([]byte, 0, 4096) // an empty value is not NULL
+	}
+	ib.arena = ib.arena[:0]
+	ib.text = append(ib.text[:0], sh.head...)
+	if cap(ib.row) < n {
+		ib.row = make([][2]int32, n)
+	}
+	row := ib.row[:n]
+	if ib.find == nil {
+		ib.find = schema.NewColumnIndex(sh.index)
+	} else {
+		ib.find.Reset(sh.index)
+	}
 	for r := range tr.Rows {
-		clear(row)
-		for _, c := range tr.Rows[r].Cols {
-			if j, ok := pos[c.Name]; ok && !c.Val.IsNull() {
-				at := len(arena)
-				arena = appendParam(arena, c.Val, types[j])
-				// Earlier parameters keep the old array when arena grows.
-				row[j] = arena[at:len(arena):len(arena)]
+		for j := range row {
+			row[j] = [2]int32{spanNull, 0}
+		}
+		cols := tr.Rows[r].Cols
+		ib.find.Row(len(cols))
+		for k := range cols {
+			c := &cols[k]
+			if c.Val.IsNull() {
+				continue
+			}
+			if j := ib.find.Find(k, c.Name); j >= 0 {
+				at := len(ib.arena)
+				ib.arena = appendParam(ib.arena, c.Val, sh.types[j])
+				row[j] = [2]int32{int32(at), int32(len(ib.arena))}
 			}
 		}
-		if j, ok := pos["uuid_ts"]; ok {
-			row[j] = uuidTS
+		if sh.uuidTS >= 0 {
+			row[sh.uuidTS] = [2]int32{spanUUIDTS, 0}
 		}
 		if r > 0 {
-			sb.WriteString(", ")
+			ib.text = append(ib.text, ", "...)
 		}
-		sb.WriteByte('(')
+		ib.text = append(ib.text, '(')
 		for j := range row {
 			if j > 0 {
-				sb.WriteString(", ")
+				ib.text = append(ib.text, ", "...)
 			}
-			params = append(params, row[j])
-			if types[j] == schema.Timestamptz {
-				oids, formats = append(oids, pgtype.TimestamptzOID), append(formats, pgtype.BinaryFormatCode)
-			} else {
-				oids, formats = append(oids, 0), append(formats, pgtype.TextFormatCode)
-			}
-			sb.WriteByte('$')
-			sb.WriteString(strconv.Itoa(len(params)))
+			ib.spans = append(ib.spans, row[j])
+			ib.text = append(ib.text, '$')
+			ib.text = strconv.AppendInt(ib.text, int64(len(ib.spans)), 10)
 		}
-		sb.WriteByte(')')
+		ib.text = append(ib.text, ')')
+		ib.oids = append(ib.oids, sh.oids...)
+		ib.formats = append(ib.formats, sh.formats...)
 	}
-	sb.WriteString(` ON CONFLICT ("id") DO NOTHING RETURNING "id"`)
-	return sb.String(), params, oids, formats
+	ib.text = append(ib.text, ` ON CONFLICT ("id") DO NOTHING RETURNING "id"`...)
+	ib.sql = string(ib.text)
+	// The arena has stopped growing: the parameters can point into it.
+	ib.params = ib.params[:0]
+	for _, sp := range ib.spans {
+		switch sp[0] {
+		case spanNull:
+			ib.params = append(ib.params, nil)
+		case spanUUIDTS:
+			ib.params = append(ib.params, ib.uuidTS)
+		default:
+			ib.params = append(ib.params, ib.arena[sp[0]:sp[1]:sp[1]])
+		}
+	}
 }
 
 // appendParam appends a parameter for a column of type t holding a value

@@ -396,10 +396,23 @@ func (l *Loader) copyToTemp(ctx context.Context, tx pgx.Tx, target pgx.Identifie
 }
 
 func quoteAll(names []string) string {
+	size := 0
+	for _, n := range names {
+		size += len(n) + 4
+	}
 	var sb strings.Builder
+	sb.Grow(size)
 	for i, n := range names {
 		if i > 0 {
 			sb.WriteString(", ")
+		}
+		if strings.IndexByte(n, '"') < 0 && strings.IndexByte(n, 0) < 0 {
+			// What pgx.Identifier.Sanitize makes of it, without its
+			// allocations.
+			sb.WriteByte('"')
+			sb.WriteString(n)
+			sb.WriteByte('"')
+			continue
 		}
 		sb.WriteString(pgx.Identifier{n}.Sanitize())
 	}

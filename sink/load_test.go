@@ -655,3 +655,63 @@ func TestLoadDedupLargeTableByCopy(t *testing.T) {
 	wantRows(t, dsn, [][]any{{int64(n - 1)}}, `SELECT count(*) FROM _segwarehouse.discards WHERE table_name = 'big'`)
 	wantRows(t, dsn, [][]any{{int64(2 * n)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
 }
+
+// Small tables go in by pipelined INSERT batches, the next built while
+// Postgres runs the previous one, with statement heads kept from flush to
+// flush: over several batches, rows of one table with different columns
+// (a column absent, NULL or an empty string) keep their values, a column
+// added between flushes gets a new statement, and a producer duplicate in
+// a later batch is dropped with its discards while its table's other rows
+// load.
+func TestSmallTablesInsertBatches(t *testing.T) {
+	t.Parallel()
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	tables := 2*insertChunkTables + 7
+	table := func(i int) string { return fmt.Sprintf("ev_%03d", i) }
+	var first []rec
+	for i := 0; i < tables; i++ {
+		first = append(first, rec{off: int64(i), rows: []schema.TableRow{
+			ev("s", table(i), evRow(fmt.Sprintf("a%d", i), t0, int64(i),
+				col("n", vInt(int64(i))), col("s", vStr("x")), col("at", vTime(t0.Add(time.Duration(i)*time.Second))))),
+			ev("s", table(i), evRow(fmt.Sprintf("b%d", i), t0, int64(i),
+				col("s", vStr("")), col("f", vBool(i%2 == 0)))),
+		}})
+	}
+	load(t, l, build(testOwner, -1, first...))
+	off := int64(tables)
+	var second []rec
+	for i := 0; i < tables; i++ {
+		id := fmt.Sprintf("c%d", i)
+		if i == tables-3 {
+			id = fmt.Sprintf("a%d", i) // loaded in the first flush, in the last batch
+		}
+		second = append(second, rec{off: off + int64(i),
+			rows: []schema.TableRow{ev("s", table(i), evRow(id, t0, off+int64(i),
+				col("n", vInt(-1)), col("amount", vNum("12.5")), col("s", vStr("second")), col("added", vStr("new"))))},
+			discards: []schema.Discard{{Schema: "s", Table: table(i), RowID: id, Column: "x", Value: "d", Reason: "test", ReceivedAt: t0}},
+		})
+	}
+	load(t, l, build(testOwner, off, second...))
+
+	for _, i := range []int{0, insertChunkTables + 1, tables - 3, tables - 1} {
+		wantRows(t, dsn, [][]any{
+			{fmt.Sprintf("a%d", i), fmt.Sprint(i), "x", t0.Add(time.Duration(i) * time.Second), nil, nil},
+			{fmt.Sprintf("b%d", i), nil, "", nil, i%2 == 0, nil},
+		}, `SELECT id, n::text, s, at, f, added FROM s.`+table(i)+` WHERE id NOT LIKE 'c%' ORDER BY id`)
+	}
+	wantRows(t, dsn, [][]any{{"-1", "12.5", "second", "new"}}, `SELECT n::text, amount::text, s, added FROM s.`+table(tables-1)+` WHERE id = $1`, fmt.Sprintf("c%d", tables-1))
+	wantRows(t, dsn, [][]any{{int64(3*tables - 1)}}, `SELECT sum(n)::bigint FROM (`+unionCounts(tables, table)+`) AS c`)
+	wantRows(t, dsn, [][]any{{int64(tables - 1)}}, `SELECT count(*) FROM _segwarehouse.discards`)
+	wantRows(t, dsn, [][]any{{"x"}}, `SELECT s FROM s.`+table(tables-3)+` WHERE id = $1`, fmt.Sprintf("a%d", tables-3))
+	wantRows(t, dsn, [][]any{{int64(2 * tables)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
+}
+
+// unionCounts is a query of every table's row count.
+func unionCounts(n int, table func(int) string) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = `SELECT count(*) AS n FROM s.` + table(i)
+	}
+	return strings.Join(parts, " UNION ALL ")
+}

@@ -41,6 +41,9 @@ type Loader struct {
 	cache *schema.Warehouse        // warehouse tables as last read or created
 	exact map[schema.TableRef]bool // cached tables with only the loader's column types
 	gen   uint64                   // incremented when tables are forgotten
+
+	shapesMu sync.Mutex
+	shapes   map[schema.TableRef]*insertShape // see insertShape
 }
 
 // Names of the loader's own tables inside Config.LoaderSchema.
