@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -370,5 +371,25 @@ func TestMergeRowColumns(t *testing.T) {
 	}
 	if out[0].Name != "a" || out[1].Name != "b" || out[2].Name != "nokey" {
 		t.Errorf("stored columns moved: %v", out)
+	}
+}
+
+// Reset forgets the guesses made with the previous index: the same row
+// layout finds its columns where the new index puts them.
+func TestColumnIndexReset(t *testing.T) {
+	t.Parallel()
+	g := NewColumnIndex(map[string]int{"a": 0, "b": 1})
+	find := func() []int {
+		g.Row(3)
+		return []int{g.Find(0, "a"), g.Find(1, "b"), g.Find(2, "c")}
+	}
+	if got := find(); !slices.Equal(got, []int{0, 1, -1}) {
+		t.Fatalf("first index: %v", got)
+	}
+	g.Reset(map[string]int{"a": 2, "b": 0, "c": 1})
+	for range 2 {
+		if got := find(); !slices.Equal(got, []int{2, 0, 1}) {
+			t.Fatalf("after Reset: %v, want [2 0 1]", got)
+		}
 	}
 }
