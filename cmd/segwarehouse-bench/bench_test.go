@@ -119,3 +119,25 @@ func TestQuickFlags(t *testing.T) {
 		t.Errorf("workload c = %+v", w)
 	}
 }
+
+// The CPU ceiling: 6 CPU seconds on 2 cores take at least 3 s, so against
+// a 1.5 s baseline the ratio is at most 0.5; unknown without a baseline,
+// for an in-process loader (its CPU includes the broker's) or without CPU.
+func TestCPUCeiling(t *testing.T) {
+	r := &result{loader: &loaderRun{loaderCPU: 4, pgCPU: 2}, base: &baselineRun{seconds: 1.5}}
+	if got := r.cpuCeiling(2); got != 0.5 {
+		t.Fatalf("cpuCeiling(2) = %v, want 0.5", got)
+	}
+	if got := r.cpuCeiling(4); got != 1 {
+		t.Fatalf("cpuCeiling(4) = %v, want 1", got)
+	}
+	for name, r := range map[string]*result{
+		"no baseline": {loader: &loaderRun{loaderCPU: 4, pgCPU: 2}},
+		"in process":  {loader: &loaderRun{loaderCPU: 4, pgCPU: 2, inProcess: true}, base: &baselineRun{seconds: 1.5}},
+		"no CPU":      {loader: &loaderRun{}, base: &baselineRun{seconds: 1.5}},
+	} {
+		if got := r.cpuCeiling(2); got != 0 {
+			t.Errorf("%s: cpuCeiling = %v, want 0", name, got)
+		}
+	}
+}
