@@ -116,8 +116,9 @@ type insertShape struct {
 	uuidTS  int            // position of uuid_ts, -1 when absent
 }
 
-// maxInsertShapes bounds the loader's cache of insert shapes.
-const maxInsertShapes = 20000
+// maxInsertShapes bounds the loader's cache of insert shapes (~5 KB each
+// for a table of 45 columns); past it the cache starts again.
+const maxInsertShapes = 4096
 
 // insertShape returns the shape of table's INSERTs with names, built once
 // while the table's columns stay the same.
