@@ -3,10 +3,8 @@ package sink
 import (
 	"encoding/json"
 	"reflect"
-	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/valyala/fastjson"
 )
 
@@ -56,22 +54,5 @@ func TestMergeKeysRoundTrip(t *testing.T) {
 	}
 	if _, err := parseKeys(&p, []byte(`[1]`)); err == nil {
 		t.Error("parseKeys of a JSON array: no error")
-	}
-}
-
-// quoteAll quotes as pgx.Identifier.Sanitize does, names with quotes and
-// NULs included.
-func TestQuoteAll(t *testing.T) {
-	t.Parallel()
-	names := []string{"plain", `we"ird`, "nul\x00byte", `""`, "", "ünïcode", "a, b"}
-	var want []string
-	for _, n := range names {
-		want = append(want, pgx.Identifier{n}.Sanitize())
-	}
-	if got := quoteAll(names); got != strings.Join(want, ", ") {
-		t.Fatalf("quoteAll = %s, want %s", got, strings.Join(want, ", "))
-	}
-	if got := quoteAll(nil); got != "" {
-		t.Fatalf("quoteAll(nil) = %q", got)
 	}
 }
