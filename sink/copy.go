@@ -106,17 +106,27 @@ type rowSource struct {
 }
 
 func newRowSource(rows []schema.Row, cols [][]schema.Col, names []string, types []schema.Type, uuidTS time.Time) *rowSource {
-	s := &rowSource{rows: rows, cols: cols, names: names, types: types, ts: uuidTS, uuid: -1}
-	index := make(map[string]int, len(names))
+	s := &rowSource{rows: rows, cols: cols, names: names, types: types, ts: uuidTS}
+	var index map[string]int
+	index, s.uuid = positions(names)
+	s.find = schema.NewColumnIndex(index)
+	return s
+}
+
+// positions returns where each of the target columns names goes, and the
+// position of uuid_ts (-1: absent), which is the loader's and never taken
+// from a row.
+func positions(names []string) (index map[string]int, uuidTS int) {
+	index = make(map[string]int, len(names))
+	uuidTS = -1
 	for i, n := range names {
 		if n == "uuid_ts" {
-			s.uuid = i
+			uuidTS = i
 			continue
 		}
 		index[n] = i
 	}
-	s.find = schema.NewColumnIndex(index)
-	return s
+	return index, uuidTS
 }
 
 func (s *rowSource) len() int {

@@ -134,20 +134,14 @@ func (l *Loader) insertShape(table schema.TableRef, names []string, types []sche
 		head:    "INSERT INTO " + pgx.Identifier{table.Schema, table.Table}.Sanitize() + " (" + quoteAll(names) + ") VALUES ",
 		oids:    make([]uint32, len(names)),
 		formats: make([]int16, len(names)),
-		index:   make(map[string]int, len(names)),
-		uuidTS:  -1,
 	}
-	for j, n := range names {
+	sh.index, sh.uuidTS = positions(names)
+	for j := range names {
 		if types[j] == schema.Timestamptz {
 			sh.oids[j], sh.formats[j] = pgtype.TimestamptzOID, pgtype.BinaryFormatCode
 		} else {
 			sh.oids[j], sh.formats[j] = 0, pgtype.TextFormatCode
 		}
-		if n == "uuid_ts" {
-			sh.uuidTS = j
-			continue
-		}
-		sh.index[n] = j
 	}
 	if l.shapes == nil || len(l.shapes) >= maxInsertShapes {
 		l.shapes = make(map[schema.TableRef]*insertShape)
