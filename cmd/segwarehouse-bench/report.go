@@ -124,9 +124,10 @@ func printNotes(w io.Writer, results []*result) {
 		if b := r.base; b != nil {
 			fmt.Fprintf(w, "    baseline: %d transactions, %d COPY statements; CPU seconds: client %.1f, Postgres %.1f, rest of the machine %.1f\n",
 				b.txs, b.copies, b.clientCPU, b.pgCPU, nonNeg(b.otherCPU))
-			if c := r.cpuCeiling(runtime.NumCPU()); c > 0 {
+			if c, n := r.cpuCeiling(runtime.NumCPU()), runtime.NumCPU(); c > 0 {
+				cpu := l.loaderCPU + l.pgCPU
 				fmt.Fprintf(w, "    CPU ceiling: the loader and Postgres used %.1f CPU seconds; on %d cores a run takes at least %.1f s, a ratio of at most %.2f\n",
-					l.loaderCPU+l.pgCPU, runtime.NumCPU(), (l.loaderCPU+l.pgCPU)/float64(runtime.NumCPU()), c)
+					cpu, n, cpu/float64(n), c)
 			}
 			if b.rows != l.rows {
 				fmt.Fprintf(w, "    WARNING: the baseline copied %d rows, the loader's tables hold %d\n", b.rows, l.rows)
@@ -150,11 +151,11 @@ func printTargets(w io.Writer, results []*result) {
 	}
 	fmt.Fprintln(w, "\nissue targets (information only):")
 	if a := by["a"]; a != nil && a.base != nil {
+		fmt.Fprintf(w, "    (a) loader ≥ 0.80 × baseline: %.2f", a.ratio())
 		if c := a.cpuCeiling(runtime.NumCPU()); c > 0 {
-			fmt.Fprintf(w, "    (a) loader ≥ 0.80 × baseline: %.2f (the run's CPU allows at most %.2f)\n", a.ratio(), c)
-		} else {
-			fmt.Fprintf(w, "    (a) loader ≥ 0.80 × baseline: %.2f\n", a.ratio())
+			fmt.Fprintf(w, " (the run's CPU allows at most %.2f)", c)
 		}
+		fmt.Fprintln(w)
 	}
 	if a, b := by["a"], by["b"]; a != nil && b != nil {
 		ea := float64(a.loader.produced.events) / a.loader.seconds
