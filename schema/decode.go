@@ -59,7 +59,6 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 	}
 	st := states.Get().(*state)
 	defer st.release()
-	st.arena = arena{}
 	v, err := st.p.ParseBytes(rec.Value)
 	if err != nil {
 		return reject("invalid_json", "invalid JSON: %s", sanitizeReason(err.Error()))
@@ -81,7 +80,6 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 			integrations: obj.Get("integrations"),
 			writeKey:     obj.Get("writeKey"),
 		}
-		st.arena = arena{buf: make([]byte, 0, len(rec.Value))}
 		msgs, _ := batch.Array()
 		if len(msgs) == 0 {
 			return reject("missing_field", `"batch" is empty`)
@@ -98,7 +96,6 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 	}
 	mf := msgFields{obj: obj}
 	mf.scan()
-	mf.measure(st)
 	if err := d.message(st, rec, da, v, &mf, nil, -1); err != nil {
 		return reject(rejectCode(err), "%s", err)
 	}
@@ -149,7 +146,6 @@ type msgFields struct {
 	obj     *fastjson.Object
 	scanned bool
 	vals    [nFields]*fastjson.Value
-	leaves  [nFields]int // of context, properties and traits, once measured
 }
 
 // scan reads every field in one pass, keeping the first of duplicate keys
@@ -204,84 +200,6 @@ func fieldIndex(k []byte) int {
 		return fCategory
 	}
 	return -1
-}
-
-// measure sizes the message's allocations once its fields are scanned:
-// the text arena (exactly the bytes the message can copy into it) and the
-// leaves of context, properties and traits (for colsCap). Measuring does
-// not change what the fields hold.
-func (m *msgFields) measure(st *state) {
-	text := 0
-	for i, v := range &m.vals {
-		if v == nil {
-			continue
-		}
-		switch i {
-		case fIntegrations:
-		case fContext, fProperties, fTraits:
-			if v.Type() == fastjson.TypeObject {
-				o, _ := v.Object()
-				n, t := st.measureObject(o)
-				m.leaves[i] = n
-				text += t
-			}
-		default:
-			text += st.textLen(v)
-		}
-	}
-	st.arena = arena{}
-	if text > 0 {
-		st.arena.buf = make([]byte, 0, text)
-	}
-}
-
-// measureObject counts the leaves of o (SPEC §5), nulls included, and the
-// bytes of their text.
-func (st *state) measureObject(o *fastjson.Object) (n, text int) {
-	o.Visit(func(_ []byte, v *fastjson.Value) {
-		if v.Type() == fastjson.TypeObject {
-			sub, _ := v.Object()
-			sn, st2 := st.measureObject(sub)
-			n, text = n+sn, text+st2
-		} else {
-			n++
-			text += st.textLen(v)
-		}
-	})
-	return n, text
-}
-
-// textLen is the most text a value can put in the arena: a string's
-// bytes, the JSON text of anything else.
-func (st *state) textLen(v *fastjson.Value) int {
-	switch v.Type() {
-	case fastjson.TypeString:
-		return len(strBytes(v))
-	case fastjson.TypeNumber, fastjson.TypeArray, fastjson.TypeObject:
-		st.num = v.MarshalTo(st.num[:0])
-		return len(st.num)
-	}
-	return 0
-}
-
-// colsCap is the capacity of a message's column slice: an upper bound of
-// its columns when the fields were measured, else a typical size.
-func (m *msgFields) colsCap(typ string) int {
-	if !m.scanned {
-		return 48
-	}
-	n := 7 // id, received_at, anonymous_id, user_id, original_timestamp, sent_at, timestamp
-	switch typ {
-	case "track", "page", "screen":
-		n += 2 + m.leaves[fProperties] // event and event_text; name and category
-	case "identify":
-		n += m.leaves[fTraits]
-	case "group":
-		n += 1 + m.leaves[fTraits] // group_id
-	case "alias":
-		n++ // previous_id
-	}
-	return n + m.leaves[fContext]
 }
 
 // get returns field i, nil when absent or null.
@@ -467,8 +385,7 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.
 	// One column slice per call: the standard columns, the call's fixed
 	// columns, context, then properties or traits. A track's tracks row is
 	// a prefix of its event-table row, sharing the memory.
-	cols := make([]Col, 0, mf.colsCap(typ))
-	cols = append(cols, Col{"id", strVal(id)}, Col{"received_at", timeVal(received)})
+	cols := append(st.cols[:0], Col{"id", strVal(id)}, Col{"received_at", timeVal(received)})
 	if anonID != "" {
 		cols = append(cols, Col{"anonymous_id", strVal(anonID)})
 	}
@@ -557,9 +474,20 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.
 		cols = mc.contextCols(cols, ctxV, env, "aliases")
 		emit("aliases", false, "", cols)
 	}
+	st.cols = cols[:0] // grown, for the next message
 	if st.badNumber != "" {
 		out.Rows, out.Discards = out.Rows[:rowsBefore], out.Discards[:discardsBefore]
 		return rejectf("invalid_json", "invalid JSON: %q is not a number", st.badNumber)
+	}
+	// The rows built on the scratch columns (all of them start at its
+	// first column) move to memory of their own, cut from the slab.
+	own := st.colSlab(len(cols))
+	copy(own, cols)
+	for i := rowsBefore; i < len(out.Rows); i++ {
+		rc := &out.Rows[i].Row.Cols
+		if len(*rc) > 0 && &(*rc)[0] == &cols[0] {
+			*rc = own[:len(*rc):len(*rc)]
+		}
 	}
 	out.Messages++
 	return nil
@@ -882,8 +810,14 @@ type arena struct {
 	buf []byte
 }
 
+// arenaChunk is the size of an arena's buffers: the text of a few dozen
+// typical messages.
+const arenaChunk = 32 << 10
+
 // str returns b as a sanitized string (NUL removed, invalid UTF-8
-// replaced), copied into the arena.
+// replaced), copied into the arena. The bytes behind a returned string are
+// never written again: a full buffer is left to the strings in it and a
+// new one started.
 func (a *arena) str(b []byte) string {
 	if len(b) == 0 {
 		return ""
@@ -892,11 +826,7 @@ func (a *arena) str(b []byte) string {
 		return sanitize(b) // rare: let the slow path allocate
 	}
 	if cap(a.buf)-len(a.buf) < len(b) {
-		n := 2 * len(b)
-		if n < 4096 {
-			n = 4096
-		}
-		a.buf = make([]byte, 0, n)
+		a.buf = make([]byte, 0, max(arenaChunk, len(b)))
 	}
 	start := len(a.buf)
 	a.buf = append(a.buf, b...)

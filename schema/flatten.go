@@ -26,19 +26,37 @@ type state struct {
 	// badNumber is set when a number token of the message is not valid
 	// JSON; the message is then rejected.
 	badNumber string
-	arena     arena  // the current record's text; replaced per record
+	arena     arena  // text of the values, in chunks shared by records
 	mc        msgCtx // the current message's context
+	// cols is the scratch a message's columns are built in; colSlab cuts
+	// each message's own copy from slab.
+	cols, slab []Col
 	// lastSource is the source of the last message decoded, lastSchema
 	// its schema name.
 	lastSource, lastSchema string
 }
 
-// release returns s to the pool, without references to the record's
-// output.
+// release returns s to the pool. Its arena and slab keep the current
+// chunks, which the records decoded so far share but never write again.
 func (s *state) release() {
 	s.mc = msgCtx{}
-	s.arena = arena{}
 	states.Put(s)
+}
+
+// slabChunk is the number of columns in a slab chunk: a few dozen typical
+// messages.
+const slabChunk = 1024
+
+// colSlab returns n columns of memory no message uses yet, cut from the
+// current slab chunk: records share chunks instead of each allocating
+// its columns.
+func (s *state) colSlab(n int) []Col {
+	if cap(s.slab)-len(s.slab) < n {
+		s.slab = make([]Col, 0, max(slabChunk, n))
+	}
+	at := len(s.slab)
+	s.slab = s.slab[:at+n]
+	return s.slab[at : at+n : at+n]
 }
 
 // seenSlot says that a name id has a column at index idx of the segment of
@@ -347,19 +365,4 @@ func (mc *msgCtx) contextCols(cols []Col, v *fastjson.Value, env *envelope, tabl
 		})
 	}
 	return f.cols
-}
-
-// leaves counts the leaves of o (SPEC §5), nulls included: an upper bound
-// of the columns o flattens to.
-func leaves(o *fastjson.Object) int {
-	n := 0
-	o.Visit(func(_ []byte, v *fastjson.Value) {
-		if v.Type() == fastjson.TypeObject {
-			sub, _ := v.Object()
-			n += leaves(sub)
-		} else {
-			n++
-		}
-	})
-	return n
 }

@@ -1,0 +1,58 @@
+package schema
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/segwarehouse/segwarehouse/internal/sample"
+)
+
+// Records share the decoders' text and column chunks: a record decoded
+// earlier keeps its values while later ones fill and roll over the chunks
+// (batches and identify rows included). Each record's output, printed
+// right after it was decoded, must read the same once every record is
+// decoded; and a track's tracks row stays the prefix of its event row.
+func TestRecordsKeepTheirValuesAcrossChunks(t *testing.T) {
+	t.Parallel()
+	g := sample.New(11, 50, 500, sample.DefaultMix)
+	var vals [][]byte
+	for range 600 { // ~40 columns and ~500 bytes of text each: many chunks
+		js, err := json.Marshal(g.NextMap())
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, js)
+	}
+	vals = append(vals, []byte(`{"batch":[{"type":"track","event":"In Batch","messageId":"b1","properties":{"a":"x"}},`+
+		`{"type":"identify","userId":"u9","messageId":"b2","traits":{"plan":"pro"}}],"writeKey":"k"}`))
+	dec, err := NewDecoder(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*Decoded
+	var printed []string
+	for i, v := range vals {
+		d := dec.Decode(&Record{Topic: "web", Partition: 1, Offset: int64(i), Timestamp: kafkaTS, Value: v})
+		if len(d.Rows) == 0 {
+			t.Fatalf("record %d: no rows (rejected: %+v)", i, d.Rejected)
+		}
+		got = append(got, d)
+		printed = append(printed, fmt.Sprintf("%+v", *d))
+	}
+	for i, d := range got {
+		if now := fmt.Sprintf("%+v", *d); now != printed[i] {
+			t.Fatalf("record %d changed after later records were decoded:\n was %s\n now %s", i, printed[i], now)
+		}
+		rows := d.Rows
+		for j := 0; j+1 < len(rows); j++ {
+			if rows[j].Table.Table == "tracks" {
+				n := len(rows[j].Row.Cols)
+				if &rows[j].Row.Cols[0] != &rows[j+1].Row.Cols[0] || !reflect.DeepEqual(rows[j].Row.Cols, rows[j+1].Row.Cols[:n]) {
+					t.Fatalf("record %d: the tracks row is not the prefix of the %s row", i, rows[j+1].Table)
+				}
+			}
+		}
+	}
+}
