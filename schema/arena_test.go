@@ -11,15 +11,26 @@ import (
 
 // Records share the decoders' text and column chunks: a record decoded
 // earlier keeps its values while later ones fill and roll over the chunks
-// (batches and identify rows included). Each record's output, printed
+// (batches, identify rows and messages wider than a chunk's room
+// included). Each record's output, printed
 // right after it was decoded, must read the same once every record is
 // decoded; and a track's tracks row stays the prefix of its event row.
 func TestRecordsKeepTheirValuesAcrossChunks(t *testing.T) {
 	t.Parallel()
 	g := sample.New(11, 50, 500, sample.DefaultMix)
 	var vals [][]byte
-	for range 600 { // ~40 columns and ~500 bytes of text each: many chunks
-		js, err := json.Marshal(g.NextMap())
+	for i := range 600 { // ~40 columns and ~500 bytes of text each: many chunks
+		m := g.NextMap()
+		if i%50 == 49 {
+			// A track wider than a whole chunk: its columns
+			// outgrow the slab into memory of their own.
+			props := map[string]any{}
+			for p := range 2100 {
+				props[fmt.Sprintf("p%04d", p)] = fmt.Sprint("v", i, "-", p)
+			}
+			m = map[string]any{"type": "track", "event": "Wide", "messageId": fmt.Sprint("wide-", i), "userId": "u1", "properties": props}
+		}
+		js, err := json.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -385,7 +385,7 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.
 	// One column slice per call: the standard columns, the call's fixed
 	// columns, context, then properties or traits. A track's tracks row is
 	// a prefix of its event-table row, sharing the memory.
-	cols := append(st.cols[:0], Col{"id", strVal(id)}, Col{"received_at", timeVal(received)})
+	cols := append(st.slabTail(), Col{"id", strVal(id)}, Col{"received_at", timeVal(received)})
 	if anonID != "" {
 		cols = append(cols, Col{"anonymous_id", strVal(anonID)})
 	}
@@ -474,20 +474,15 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.
 		cols = mc.contextCols(cols, ctxV, env, "aliases")
 		emit("aliases", false, "", cols)
 	}
-	st.cols = cols[:0] // grown, for the next message
+	st.claim(cols)
 	if st.badNumber != "" {
 		out.Rows, out.Discards = out.Rows[:rowsBefore], out.Discards[:discardsBefore]
 		return rejectf("invalid_json", "invalid JSON: %q is not a number", st.badNumber)
 	}
-	// The rows built on the scratch columns (all of them start at its
-	// first column) move to memory of their own, cut from the slab.
-	own := st.colSlab(len(cols))
-	copy(own, cols)
 	for i := rowsBefore; i < len(out.Rows); i++ {
+		// No append to a row may write into the slab past it.
 		rc := &out.Rows[i].Row.Cols
-		if len(*rc) > 0 && &(*rc)[0] == &cols[0] {
-			*rc = own[:len(*rc):len(*rc)]
-		}
+		*rc = (*rc)[:len(*rc):len(*rc)]
 	}
 	out.Messages++
 	return nil

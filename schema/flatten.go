@@ -28,9 +28,10 @@ type state struct {
 	badNumber string
 	arena     arena  // text of the values, in chunks shared by records
 	mc        msgCtx // the current message's context
-	// cols is the scratch a message's columns are built in; colSlab cuts
-	// each message's own copy from slab.
-	cols, slab []Col
+	// slab holds the columns of the messages decoded so far (up to its
+	// length); a message's columns are built in place after them (see
+	// slabTail and claim).
+	slab []Col
 	// lastSource is the source of the last message decoded, lastSchema
 	// its schema name.
 	lastSource, lastSchema string
@@ -44,19 +45,34 @@ func (s *state) release() {
 }
 
 // slabChunk is the number of columns in a slab chunk: a few dozen typical
-// messages.
-const slabChunk = 1024
+// messages. slabRoom is the free room a message starts with; one with more
+// columns outgrows it into memory of its own.
+const (
+	slabChunk = 2048
+	slabRoom  = 128
+)
 
-// colSlab returns n columns of memory no message uses yet, cut from the
-// current slab chunk: records share chunks instead of each allocating
-// its columns.
-func (s *state) colSlab(n int) []Col {
-	if cap(s.slab)-len(s.slab) < n {
-		s.slab = make([]Col, 0, max(slabChunk, n))
+// slabTail returns the empty slice a message builds its columns in: the
+// free part of the current slab chunk, at least slabRoom long. Records
+// share chunks instead of each allocating its columns.
+func (s *state) slabTail() []Col {
+	if cap(s.slab)-len(s.slab) < slabRoom {
+		s.slab = make([]Col, 0, slabChunk)
 	}
-	at := len(s.slab)
-	s.slab = s.slab[:at+n]
-	return s.slab[at : at+n : at+n]
+	return s.slab[len(s.slab):len(s.slab)]
+}
+
+// claim marks the message's columns, built from slabTail, as used. When
+// they outgrew the chunk into memory of their own, the rest of the chunk
+// is given up: a row cut from them before they outgrew it would still
+// point there.
+func (s *state) claim(cols []Col) {
+	n := len(s.slab)
+	if n < cap(s.slab) && len(cols) > 0 && &cols[0] == &s.slab[:n+1][n] {
+		s.slab = s.slab[:n+len(cols)]
+		return
+	}
+	s.slab = s.slab[:cap(s.slab)]
 }
 
 // seenSlot says that a name id has a column at index idx of the segment of
