@@ -32,11 +32,17 @@ func NewTableDef(ref TableRef, cols []ColumnDef) *TableDef {
 
 // Column returns the column's type and whether it exists.
 func (t *TableDef) Column(name string) (Type, bool) {
-	i, ok := t.index[name]
+	i, ok := t.Position(name)
 	if !ok {
 		return TypeUnknown, false
 	}
 	return t.Cols[i].Type, true
+}
+
+// Position returns the column's index in Cols and whether it exists.
+func (t *TableDef) Position(name string) (int, bool) {
+	i, ok := t.index[name]
+	return i, ok
 }
 
 // Warehouse is the in-memory picture of a warehouse: tables and their

@@ -22,7 +22,7 @@ import (
 // table's columns that some row holds a value for, in the table's order,
 // then uuid_ts when the table has it. uuid_ts is always the loader's.
 func copyColumns(def *schema.TableDef, rows []schema.Row) (names []string, types []schema.Type) {
-	present := make(map[string]bool)
+	present := make([]bool, len(def.Cols))
 	var prev []schema.Col
 	for i := range rows {
 		cols := rows[i].Cols
@@ -32,32 +32,17 @@ func copyColumns(def *schema.TableDef, rows []schema.Row) (names []string, types
 			continue
 		}
 		for _, c := range cols {
-			if !c.Val.IsNull() {
-				present[c.Name] = true
+			if j, ok := def.Position(c.Name); ok && !c.Val.IsNull() {
+				present[j] = true
 			}
 		}
 		prev = cols
 	}
-	hasUUIDTS := false
-	for _, c := range def.Cols {
-		if c.Name == "uuid_ts" {
-			hasUUIDTS = true
-			continue
-		}
-		if present[c.Name] {
-			names = append(names, c.Name)
-			types = append(types, c.Type)
-		}
-	}
-	if hasUUIDTS {
-		names = append(names, "uuid_ts")
-		types = append(types, schema.Timestamptz)
-	}
-	return names, types
+	return presentColumns(def, present)
 }
 
-// presentColumns is copyColumns from the columns schema.Conform found
-// values for (present, by position in def).
+// presentColumns is copyColumns from which columns hold values (present,
+// by position in def; schema.Conform records it as TableRows.Present).
 func presentColumns(def *schema.TableDef, present []bool) (names []string, types []schema.Type) {
 	uuidTS := -1
 	for i, c := range def.Cols {
