@@ -10,17 +10,14 @@ import (
 	"time"
 	"unicode/utf8"
 	"unsafe"
-
-	"github.com/valyala/fastjson"
 )
 
 // Decoder turns Kafka record values into warehouse rows (SPEC §1–§11). It
 // is safe for concurrent use.
 //
-// JSON is parsed with valyala/fastjson: it keeps number literals exact (a
-// numeric column gets the digits that were sent), keeps raw array text for
-// array columns without re-encoding, and measured fastest of the decoders
-// that do both (see BenchmarkDecode and the README).
+// JSON is read straight from the record's bytes (json.go), with no tree of
+// values: number literals stay exact (a numeric column gets the digits that
+// were sent) and array columns get the array's text.
 type Decoder struct {
 	cfg Config
 }
@@ -59,43 +56,47 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 	}
 	st := states.Get().(*state)
 	defer st.release()
-	v, err := st.p.ParseBytes(rec.Value)
+	var mf msgFields
+	v, err := st.scanRecord(unsafe.String(unsafe.SliceData(rec.Value), len(rec.Value)), &mf)
 	if err != nil {
 		return reject("invalid_json", "invalid JSON: %s", sanitizeReason(err.Error()))
 	}
-	if v.Type() != fastjson.TypeObject {
+	if v.k != jObject {
 		return reject("not_object", "not a JSON object: the value is %s", typeName(v))
 	}
-	obj, _ := v.Object()
-	if batch := obj.Get("batch"); batch != nil {
-		// Note: obj.Get("batch") stays first. When it misses, fastjson has
-		// unescaped obj's keys, so one pass over them (msgFields.scan)
-		// finds what each later obj.Get would.
-		if batch.Type() != fastjson.TypeArray {
+	if batch := mf.vals[fBatch]; batch.k != jAbsent {
+		if batch.k != jArray {
 			return reject("bad_field", `"batch" is %s, not an array`, typeName(batch))
 		}
 		env := envelope{
-			context:      obj.Get("context"),
-			sentAt:       obj.Get("sentAt"),
-			integrations: obj.Get("integrations"),
-			writeKey:     obj.Get("writeKey"),
+			context:      mf.vals[fContext],
+			sentAt:       mf.vals[fSentAt],
+			integrations: mf.vals[fIntegrations],
+			writeKey:     mf.vals[fWriteKey],
 		}
-		msgs, _ := batch.Array()
-		if len(msgs) == 0 {
+		if batch.empty() {
 			return reject("missing_field", `"batch" is empty`)
 		}
-		for i, m := range msgs {
-			if err := d.message(st, rec, da, m, nil, &env, i); err != nil {
+		c := st.cursor(batch)
+		for i := 0; c.more(); i++ {
+			m := c.value()
+			var bf msgFields
+			if m.k == jObject {
+				bf.read(st, m)
+			}
+			if err := d.message(st, rec, da, m, &bf, &env, i); err != nil {
+				raw := m.s
+				if m.k == jString {
+					raw = `"` + raw + `"`
+				}
 				out.Rejected = append(out.Rejected, Rejected{
-					Pos: out.Pos, Timestamp: rec.Timestamp, Raw: m.MarshalTo(nil),
+					Pos: out.Pos, Timestamp: rec.Timestamp, Raw: []byte(raw),
 					Reason: fmt.Sprintf("batch message %d: %s", i, err), Code: rejectCode(err),
 				})
 			}
 		}
 		return out
 	}
-	mf := msgFields{obj: obj}
-	mf.scan()
 	if err := d.message(st, rec, da, v, &mf, nil, -1); err != nil {
 		return reject(rejectCode(err), "%s", err)
 	}
@@ -128,6 +129,7 @@ const (
 	fTraits
 	fName
 	fCategory
+	fBatch // only at the top level of a record
 	nFields
 )
 
@@ -137,27 +139,28 @@ var fieldNames = [nFields]string{
 	fMessageID: "messageId", fReceivedAt: "receivedAt", fTimestamp: "timestamp",
 	fOriginalTimestamp: "originalTimestamp", fSentAt: "sentAt", fContext: "context",
 	fProperties: "properties", fTraits: "traits", fName: "name", fCategory: "category",
+	fBatch: "batch",
 }
 
-// msgFields reads a message's top-level fields: from one pass over the
-// keys (scan) when the object's keys are known to be unescaped already,
-// else with obj.Get each, exactly as fastjson resolves a key.
+// msgFields holds a message's top-level fields, read in one pass over its
+// keys: the first of duplicate keys wins (keys compared unescaped).
 type msgFields struct {
-	obj     *fastjson.Object
-	scanned bool
-	vals    [nFields]*fastjson.Value
+	vals [nFields]jv
 }
 
-// scan reads every field in one pass, keeping the first of duplicate keys
-// as obj.Get does once the keys are unescaped.
-func (m *msgFields) scan() {
-	m.scanned = true
-	m.obj.Visit(func(k []byte, v *fastjson.Value) {
-		i := fieldIndex(k)
-		if i >= 0 && m.vals[i] == nil {
-			m.vals[i] = v
-		}
-	})
+// set records v as the field named k unless it has one already.
+func (m *msgFields) set(k []byte, v jv) {
+	if i := fieldIndex(k); i >= 0 && m.vals[i].k == jAbsent {
+		m.vals[i] = v
+	}
+}
+
+// read records the fields of o, an object of validated text.
+func (m *msgFields) read(st *state, o jv) {
+	for c := st.cursor(o); c.more(); {
+		k, kesc := c.key()
+		m.set(st.key(k, kesc), c.value())
+	}
 }
 
 func fieldIndex(k []byte) int {
@@ -198,40 +201,36 @@ func fieldIndex(k []byte) int {
 		return fName
 	case "category":
 		return fCategory
+	case "batch":
+		return fBatch
 	}
 	return -1
 }
 
-// get returns field i, nil when absent or null.
-func (m *msgFields) get(i int) *fastjson.Value {
-	var x *fastjson.Value
-	if m.scanned {
-		x = m.vals[i]
-	} else {
-		x = m.obj.Get(fieldNames[i])
+// get returns field i, absent when null.
+func (m *msgFields) get(i int) jv {
+	if x := m.vals[i]; x.k != jNull {
+		return x
 	}
-	if x != nil && x.Type() == fastjson.TypeNull {
-		return nil
-	}
-	return x
+	return jv{}
 }
 
 // envelope is what a batch envelope lends its messages.
 type envelope struct {
-	context, sentAt, integrations, writeKey *fastjson.Value
+	context, sentAt, integrations, writeKey jv
 }
 
-func typeName(v *fastjson.Value) string {
-	switch v.Type() {
-	case fastjson.TypeNull:
+func typeName(v jv) string {
+	switch v.k {
+	case jNull:
 		return "null"
-	case fastjson.TypeObject:
+	case jObject:
 		return "an object"
-	case fastjson.TypeArray:
+	case jArray:
 		return "an array"
-	case fastjson.TypeString:
+	case jString:
 		return "a string"
-	case fastjson.TypeNumber:
+	case jNumber:
 		return "a number"
 	}
 	return "a boolean"
@@ -253,38 +252,34 @@ type msgCtx struct {
 }
 
 // message decodes one Segment message into out. An error rejects it.
-func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.Value, mf *msgFields, env *envelope, index int) error {
-	if v.Type() != fastjson.TypeObject {
+func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v jv, mf *msgFields, env *envelope, index int) error {
+	if v.k != jObject {
 		return rejectf("not_object", "not a JSON object: the value is %s", typeName(v))
 	}
 	out := &da.d
-	// Number tokens fastjson lets through but JSON forbids (NaN, 1.2.3) are
-	// caught where values are converted (jsonValue, scalarText): walking
-	// the whole tree up front cost 12% of decoding.
+	// Number tokens the scanner lets through but JSON forbids (NaN,
+	// 1.2.3) reject the message where values are converted (jsonValue,
+	// scalarText).
 	st.badNumber = ""
 	rowsBefore, discardsBefore := len(out.Rows), len(out.Discards)
-	if mf == nil {
-		obj, _ := v.Object()
-		mf = &msgFields{obj: obj}
-	}
 	tv := mf.get(fType)
-	if tv == nil {
+	if tv.k == jAbsent {
 		return rejectf("missing_field", `missing "type"`)
 	}
-	if tv.Type() != fastjson.TypeString {
+	if tv.k != jString {
 		return rejectf("bad_field", `"type" is %s, not a string`, typeName(tv))
 	}
-	typ, ok := callTypes[strings.ToLower(string(tv.GetStringBytes()))]
+	typ, ok := callTypes[strings.ToLower(string(st.text(tv)))]
 	if !ok {
-		return rejectf("unknown_type", "unknown type %q (want track, identify, page, screen, group or alias)", clip(sanitize(tv.GetStringBytes()), 64))
+		return rejectf("unknown_type", "unknown type %q (want track, identify, page, screen, group or alias)", clip(sanitize(st.text(tv)), 64))
 	}
 
 	// Routing (SPEC §1): integrations.Warehouses.
 	integ := mf.get(fIntegrations)
-	if integ == nil && env != nil {
+	if integ.k == jAbsent && env != nil {
 		integ = env.integrations
 	}
-	if !d.routed(integ) {
+	if !d.routed(st, integ) {
 		out.Skipped++
 		return nil
 	}
@@ -301,13 +296,13 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.
 	switch typ {
 	case "track":
 		ev := mf.get(fEvent)
-		if ev == nil {
+		if ev.k == jAbsent {
 			return rejectf("missing_field", `track without "event"`)
 		}
-		if ev.Type() != fastjson.TypeString {
+		if ev.k != jString {
 			return rejectf("bad_field", `"event" is %s, not a string`, typeName(ev))
 		}
-		event = st.arena.str(strBytes(ev))
+		event = st.arena.str(st.text(ev))
 		if event == "" {
 			return rejectf("missing_field", `track with an empty "event"`)
 		}
@@ -366,7 +361,7 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.
 		orig, hasOrig = ts, true
 	}
 	sentV := mf.get(fSentAt)
-	if sentV == nil && env != nil && env.sentAt != nil && env.sentAt.Type() != fastjson.TypeNull {
+	if sentV.k == jAbsent && env != nil && env.sentAt.k != jNull {
 		sentV = env.sentAt
 	}
 	sent, hasSent := mc.timeField(sentV, mainTable, "sent_at")
@@ -444,12 +439,12 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v *fastjson.
 	case "page", "screen":
 		table := mainTable
 		topAt := len(cols)
-		if n := mf.get(fName); n != nil {
+		if n := mf.get(fName); n.k != jAbsent {
 			if val, ok := st.jsonValue(n); ok {
 				cols = append(cols, Col{"name", val})
 			}
 		}
-		if c := mf.get(fCategory); c != nil {
+		if c := mf.get(fCategory); c.k != jAbsent {
 			if val, ok := st.jsonValue(c); ok {
 				cols = append(cols, Col{"category", val})
 			}
@@ -495,31 +490,27 @@ var tableFor = map[string]string{
 
 // routed applies integrations.Warehouses (SPEC §1). integrations.All:false
 // does not stop a warehouse load.
-func (d *Decoder) routed(integ *fastjson.Value) bool {
-	if integ == nil || integ.Type() != fastjson.TypeObject {
+func (d *Decoder) routed(st *state, integ jv) bool {
+	if integ.k != jObject {
 		return true
 	}
-	wh := integ.Get("Warehouses")
-	if wh == nil {
-		wh = integ.Get("warehouses")
+	wh := st.get(integ, "Warehouses")
+	if wh.k == jAbsent {
+		wh = st.get(integ, "warehouses")
 	}
-	if wh == nil {
-		return true
-	}
-	switch wh.Type() {
-	case fastjson.TypeFalse:
+	switch wh.k {
+	case jFalse:
 		return false
-	case fastjson.TypeObject:
+	case jObject:
 	default:
 		return true
 	}
-	if all := wh.Get("all"); all != nil && all.Type() == fastjson.TypeFalse {
+	if all := st.get(wh, "all"); all.k == jFalse {
 		return false
 	}
-	if ids := wh.Get("warehouseIds"); ids != nil && ids.Type() == fastjson.TypeArray {
-		arr, _ := ids.Array()
-		for _, x := range arr {
-			if d.cfg.WarehouseID != "" && x.Type() == fastjson.TypeString && string(x.GetStringBytes()) == d.cfg.WarehouseID {
+	if ids := st.get(wh, "warehouseIds"); ids.k == jArray {
+		for c := st.cursor(ids); c.more(); {
+			if x := c.value(); d.cfg.WarehouseID != "" && x.k == jString && string(st.text(x)) == d.cfg.WarehouseID {
 				return true
 			}
 		}
@@ -530,14 +521,14 @@ func (d *Decoder) routed(integ *fastjson.Value) bool {
 
 // schemaFor resolves the record's source (SPEC §2): the header, the
 // writeKey map, the topic map, else the topic.
-func (d *Decoder) schemaFor(st *state, rec *Record, writeKey *fastjson.Value, env *envelope) (string, error) {
+func (d *Decoder) schemaFor(st *state, rec *Record, writeKey jv, env *envelope) (string, error) {
 	src, from := rec.SourceHeader, fromHeader
 	if src == "" && len(d.cfg.WriteKeys) > 0 {
-		if writeKey == nil && env != nil {
+		if writeKey.k == jAbsent && env != nil {
 			writeKey = env.writeKey
 		}
-		if writeKey != nil && writeKey.Type() == fastjson.TypeString {
-			if s, ok := d.cfg.WriteKeys[string(writeKey.GetStringBytes())]; ok {
+		if writeKey.k == jString {
+			if s, ok := d.cfg.WriteKeys[string(st.text(writeKey))]; ok {
 				src, from = s, fromWriteKeys
 			}
 		}
@@ -591,8 +582,8 @@ func fallbackID(rec *Record, index int) string {
 
 // idField reads an identifier field: a string, or a number or boolean
 // written as text (Segment accepts numeric user ids).
-func (st *state) idField(v *fastjson.Value, name string) (string, error) {
-	if v == nil {
+func (st *state) idField(v jv, name string) (string, error) {
+	if v.k == jAbsent {
 		return "", nil
 	}
 	s, err := st.scalarText(v)
@@ -602,21 +593,20 @@ func (st *state) idField(v *fastjson.Value, name string) (string, error) {
 	return s, nil
 }
 
-func (st *state) scalarText(v *fastjson.Value) (string, error) {
-	switch v.Type() {
-	case fastjson.TypeString:
-		return st.arena.str(strBytes(v)), nil
-	case fastjson.TypeNumber:
-		st.num = v.MarshalTo(st.num[:0])
-		if !isNumberBytes(st.num) {
-			return "", rejectf("invalid_json", "invalid JSON: %q is not a number", clip(string(st.num), 32))
+func (st *state) scalarText(v jv) (string, error) {
+	switch v.k {
+	case jString:
+		return st.arena.str(st.text(v)), nil
+	case jNumber:
+		if !IsNumberLiteral(v.s) {
+			return "", rejectf("invalid_json", "invalid JSON: %q is not a number", clip(v.s, 32))
 		}
-		return st.arena.str(st.num), nil
-	case fastjson.TypeTrue:
+		return st.arena.str(bytesOf(v.s)), nil
+	case jTrue:
 		return "true", nil
-	case fastjson.TypeFalse:
+	case jFalse:
 		return "false", nil
-	case fastjson.TypeNull:
+	case jNull:
 		return "", nil
 	}
 	return "", errors.New("not a scalar")
@@ -624,22 +614,22 @@ func (st *state) scalarText(v *fastjson.Value) (string, error) {
 
 // timeField reads a standard timestamp field. A value that is not an RFC
 // 3339 date-time is kept as a discard and treated as absent.
-func (mc *msgCtx) timeField(v *fastjson.Value, table, column string) (time.Time, bool) {
-	if v == nil {
+func (mc *msgCtx) timeField(v jv, table, column string) (time.Time, bool) {
+	if v.k == jAbsent {
 		return time.Time{}, false
 	}
-	if v.Type() == fastjson.TypeString {
-		if t, ok := ParseTimestamp(string(v.GetStringBytes())); ok {
+	if v.k == jString {
+		if t, ok := ParseTimestamp(string(mc.st.text(v))); ok {
 			if inPostgresRange(t) {
 				return t, true
 			}
-			mc.discard(table, column, sanitize(v.GetStringBytes()), "bad_timestamp", "timestamp outside the range Postgres can store")
+			mc.discard(table, column, sanitize(mc.st.text(v)), "bad_timestamp", "timestamp outside the range Postgres can store")
 			return time.Time{}, false
 		}
 	}
 	text, err := mc.st.scalarText(v)
 	if err != nil {
-		text = sanitize(v.MarshalTo(nil))
+		text = marshalText(v)
 	}
 	mc.discard(table, column, text, "bad_timestamp", "not an RFC 3339 date-time with a zone")
 	return time.Time{}, false
@@ -668,52 +658,62 @@ func clip(s string, n int) string {
 
 // jsonValue converts a JSON leaf (anything but an object) to a Value.
 // ok is false for null.
-func (st *state) jsonValue(v *fastjson.Value) (Value, bool) {
-	switch v.Type() {
-	case fastjson.TypeString:
-		s := st.arena.str(strBytes(v))
+func (st *state) jsonValue(v jv) (Value, bool) {
+	switch v.k {
+	case jString:
+		s := st.arena.str(st.text(v))
 		if t, ok := ParseTimestamp(s); ok && inPostgresRange(t) {
 			return TimeValue(t, s), true
 		}
 		return Value{Kind: KindString, Str: s}, true
-	case fastjson.TypeNumber:
-		st.num = v.MarshalTo(st.num[:0])
-		if i, ok := parseIntBytes(st.num); ok {
+	case jNumber:
+		if i, ok := parseInt(v.s); ok {
 			return Value{Kind: KindInt, Int: i}, true
 		}
-		if !isNumberBytes(st.num) {
-			st.badNumber = clip(string(st.num), 32)
+		if !IsNumberLiteral(v.s) {
+			st.badNumber = clip(v.s, 32)
 			return Value{}, false
 		}
-		return Value{Kind: KindNumber, Str: st.arena.str(st.num)}, true
-	case fastjson.TypeTrue:
+		return Value{Kind: KindNumber, Str: st.arena.str(bytesOf(v.s))}, true
+	case jTrue:
 		return BoolValue(true), true
-	case fastjson.TypeFalse:
+	case jFalse:
 		return BoolValue(false), true
-	case fastjson.TypeArray:
-		if err := st.checkNumbers(v); err != nil {
-			st.badNumber = err.Error()
+	case jArray:
+		// The array's text with every string quoted the one way, so equal
+		// arrays store equal text.
+		var bad string
+		if st.num, bad = compact(st.num[:0], v.s, true); bad != "" {
+			st.badNumber = bad
 			return Value{}, false
 		}
-		st.num = v.MarshalTo(st.num[:0])
 		return Value{Kind: KindArray, Str: st.arena.str(st.num)}, true
-	case fastjson.TypeObject:
-		st.num = v.MarshalTo(st.num[:0])
+	case jObject:
+		st.num, _ = compact(st.num[:0], v.s, false)
 		return Value{Kind: KindString, Str: st.arena.str(st.num)}, true
 	}
 	return Value{}, false
 }
 
-// strBytes is the text of v, a string: GetStringBytes without its key
-// path walk.
-func strBytes(v *fastjson.Value) []byte {
-	b, _ := v.StringBytes()
-	return b
+// marshalText is v as text for a discard: a string unescaped and quoted
+// again, anything else compacted as it was sent.
+func marshalText(v jv) string {
+	if v.k == jString {
+		var text []byte
+		if v.esc {
+			text = unescape(nil, v.s)
+		} else {
+			text = bytesOf(v.s)
+		}
+		return sanitize(quoteText(nil, text))
+	}
+	b, _ := compact(nil, v.s, false)
+	return sanitize(b)
 }
 
-// parseIntBytes parses a JSON integer literal (no fraction, no exponent)
-// that fits int64.
-func parseIntBytes(b []byte) (int64, bool) {
+// parseInt parses a JSON integer literal (no fraction, no exponent) that
+// fits int64.
+func parseInt(b string) (int64, bool) {
 	neg := false
 	if len(b) > 0 && b[0] == '-' {
 		neg, b = true, b[1:]
@@ -722,7 +722,8 @@ func parseIntBytes(b []byte) (int64, bool) {
 		return 0, false
 	}
 	var u uint64
-	for _, c := range b {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		if c < '0' || c > '9' {
 			return 0, false
 		}
@@ -738,39 +739,6 @@ func parseIntBytes(b []byte) (int64, bool) {
 		return 0, false
 	}
 	return int64(u), true
-}
-
-// isNumberBytes is IsNumberLiteral without the conversion to string.
-func isNumberBytes(b []byte) bool { return IsNumberLiteral(unsafe.String(unsafe.SliceData(b), len(b))) }
-
-// checkNumbers rejects number tokens that fastjson lets through but JSON
-// forbids (NaN, Inf, 1.2.3).
-func (st *state) checkNumbers(v *fastjson.Value) error {
-	switch v.Type() {
-	case fastjson.TypeNumber:
-		st.num = v.MarshalTo(st.num[:0])
-		lit := st.num
-		if !isNumberBytes(lit) {
-			return rejectf("invalid_json", "invalid JSON: %q is not a number", clip(string(lit), 32))
-		}
-	case fastjson.TypeArray:
-		arr, _ := v.Array()
-		for _, x := range arr {
-			if err := st.checkNumbers(x); err != nil {
-				return err
-			}
-		}
-	case fastjson.TypeObject:
-		o, _ := v.Object()
-		var err error
-		o.Visit(func(_ []byte, x *fastjson.Value) {
-			if err == nil {
-				err = st.checkNumbers(x)
-			}
-		})
-		return err
-	}
-	return nil
 }
 
 // sanitize makes text storable in Postgres: NUL removed, invalid UTF-8

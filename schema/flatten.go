@@ -3,15 +3,12 @@ package schema
 import (
 	"strings"
 	"sync"
-
-	"github.com/valyala/fastjson"
 )
 
-// state is the per-goroutine scratch space of a decode: the JSON parser and
-// caches of names already worked out. Pooled, so the hot path allocates
+// state is the per-goroutine scratch space of a decode: caches of names
+// already worked out and scratch buffers. Pooled, so the hot path allocates
 // little beyond the rows it returns.
 type state struct {
-	p      fastjson.Parser
 	props  nameCache // property and trait key paths → columns
 	ctx    nameCache // context key paths → columns
 	events map[string]eventEntry
@@ -22,7 +19,10 @@ type state struct {
 	seen    []seenSlot // by name id: where the name is in the current segment
 	gen     uint32     // the current segment's generation, see seenSlot
 	segKeys []string   // original keys of the current segment's columns
-	num     []byte     // scratch for number literals and array text
+	num     []byte     // scratch for array text
+	tape    []uint32   // the record's string lengths (json.go)
+	kbuf    []byte     // scratch for an unescaped key
+	ubuf    []byte     // scratch for an unescaped string
 	// badNumber is set when a number token of the message is not valid
 	// JSON; the message is then rejected.
 	badNumber string
@@ -254,25 +254,46 @@ func (mc *msgCtx) newFlattener(cols []Col, table string, context bool) flattener
 	return f
 }
 
-func (f *flattener) walk(o *fastjson.Object, n *nameNode) {
+// walk flattens the members of an object under node n, from c (past the
+// '{') to past the '}'. Nested objects are walked where they are, in one
+// pass over the text.
+func (f *flattener) walk(c *cursor, n *nameNode) {
 	hint := 0
-	o.Visit(func(k []byte, v *fastjson.Value) {
-		i := f.c.kid(n, k, hint)
-		hint = i + 1
-		f.value(n, i, v)
-	})
+	for c.more() {
+		k, kesc := c.key()
+		kid := f.c.kid(n, f.st.key(k, kesc), hint)
+		hint = kid + 1
+		if c.s[c.i] == '{' {
+			c.i++
+			f.walk(c, f.node(n, kid))
+			continue
+		}
+		f.leaf(n, kid, c.value())
+	}
+}
+
+// node returns the node of child i of n, whose value is an object.
+func (f *flattener) node(n *nameNode, i int) *nameNode {
+	kid := &n.kids[i]
+	if kid.node == nil {
+		kid.node = &nameNode{path: childPath(n.path, kid.key)}
+	}
+	return kid.node
 }
 
 // value flattens v, the value of child i of n.
-func (f *flattener) value(n *nameNode, i int, v *fastjson.Value) {
-	if v.Type() == fastjson.TypeObject {
-		kid := &n.kids[i]
-		if kid.node == nil {
-			kid.node = &nameNode{path: childPath(n.path, kid.key)}
-		}
-		sub, _ := v.Object()
-		f.walk(sub, kid.node)
-	} else if val, ok := f.st.jsonValue(v); ok {
+func (f *flattener) value(n *nameNode, i int, v jv) {
+	if v.k == jObject {
+		c := f.st.cursor(v)
+		f.walk(&c, f.node(n, i))
+		return
+	}
+	f.leaf(n, i, v)
+}
+
+// leaf adds v, the value of child i of n and not an object.
+func (f *flattener) leaf(n *nameNode, i int, v jv) {
+	if val, ok := f.st.jsonValue(v); ok {
 		kid := &n.kids[i]
 		if !kid.named {
 			f.st.name(f.c, n, kid)
@@ -322,19 +343,19 @@ func (f *flattener) collide(i int, e *nameEntry, val Value) {
 // sectionCols appends the flattened properties or traits to cols. Columns
 // in top (a page's top-level name and category) win over properties of the
 // same name.
-func (mc *msgCtx) sectionCols(cols []Col, v *fastjson.Value, table string, top []Col) []Col {
-	if v == nil || v.Type() != fastjson.TypeObject {
-		if v != nil && v.Type() != fastjson.TypeNull {
-			mc.discard(table, "properties", sanitize(v.MarshalTo(nil)), "not_object", "properties/traits is not an object")
+func (mc *msgCtx) sectionCols(cols []Col, v jv, table string, top []Col) []Col {
+	if v.k != jObject {
+		if v.k != jAbsent && v.k != jNull {
+			mc.discard(table, "properties", marshalText(v), "not_object", "properties/traits is not an object")
 		}
 		return cols
 	}
-	o, _ := v.Object()
-	if o.Len() == 0 {
+	if v.empty() {
 		return cols
 	}
 	f := mc.newFlattener(cols, table, false)
-	f.walk(o, f.c.root)
+	c := mc.st.cursor(v)
+	f.walk(&c, f.c.root)
 	if len(top) == 0 {
 		return f.cols
 	}
@@ -358,27 +379,28 @@ func (mc *msgCtx) sectionCols(cols []Col, v *fastjson.Value, table string, top [
 
 // contextCols appends the flattened context, merged with the envelope's
 // (the message's own top-level keys win), to cols.
-func (mc *msgCtx) contextCols(cols []Col, v *fastjson.Value, env *envelope, table string) []Col {
+func (mc *msgCtx) contextCols(cols []Col, v jv, env *envelope, table string) []Col {
 	f := mc.newFlattener(cols, table, true)
 	root := f.c.root
-	var own *fastjson.Object
-	if v != nil && v.Type() == fastjson.TypeObject {
-		own, _ = v.Object()
-		f.walk(own, root)
-	} else if v != nil && v.Type() != fastjson.TypeNull {
-		mc.discard(table, "context", sanitize(v.MarshalTo(nil)), "not_object", "context is not an object")
+	if v.k == jObject {
+		c := mc.st.cursor(v)
+		f.walk(&c, root)
+	} else if v.k != jAbsent && v.k != jNull {
+		mc.discard(table, "context", marshalText(v), "not_object", "context is not an object")
 	}
-	if env != nil && env.context != nil && env.context.Type() == fastjson.TypeObject {
-		eo, _ := env.context.Object()
+	if env != nil && env.context.k == jObject {
 		hint := 0
-		eo.Visit(func(k []byte, ev *fastjson.Value) {
-			if own != nil && own.Get(string(k)) != nil {
-				return
+		for c := mc.st.cursor(env.context); c.more(); {
+			k, kesc := c.key()
+			ev := c.value()
+			key := mc.st.key(k, kesc)
+			if v.k == jObject && mc.st.has(v, key) {
+				continue
 			}
-			i := f.c.kid(root, k, hint)
-			hint = i + 1
-			f.value(root, i, ev)
-		})
+			kid := f.c.kid(root, key, hint)
+			hint = kid + 1
+			f.value(root, kid, ev)
+		}
 	}
 	return f.cols
 }

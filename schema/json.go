@@ -1,0 +1,599 @@
+package schema
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unsafe"
+)
+
+// The decoder reads JSON straight from the record's bytes, with no tree of
+// values: one validating pass over the record (scanRecord) that also picks
+// out a message's top-level fields, then the flattener walks context,
+// properties and traits in the text itself. The grammar is valyala/fastjson's,
+// which the decoder used before, so a record is accepted or rejected exactly
+// as it was: number tokens are any run of digits, signs, dots and exponents
+// (or NaN and Inf; a bad one rejects the message only when its value is
+// read), escapes are undone on a best-effort basis (an unknown escape is
+// kept as it is), nesting stops at maxJSONDepth.
+
+// jkind is the kind of a JSON value.
+type jkind uint8
+
+const (
+	jAbsent jkind = iota // no such field
+	jNull
+	jTrue
+	jFalse
+	jNumber
+	jString
+	jArray
+	jObject
+)
+
+// jv is one JSON value of a record as a view of its text: a string's text
+// between the quotes, still escaped (esc says whether it holds a
+// backslash), a number's literal, an array's or an object's text with its
+// brackets. The zero jv is an absent field.
+type jv struct {
+	s   string
+	k   jkind
+	esc bool
+	t   int32 // an object's or array's first string on the tape
+}
+
+// maxJSONDepth is how deep values may nest (fastjson's MaxDepth).
+const maxJSONDepth = 300
+
+// jsonError is a syntax error at a byte offset of the record.
+type jsonError struct {
+	what string
+	at   int
+	s    string
+}
+
+func (e *jsonError) Error() string {
+	tail := e.s[min(e.at, len(e.s)):]
+	if tail == "" {
+		return fmt.Sprintf("%s at byte %d (the end)", e.what, e.at)
+	}
+	return fmt.Sprintf("%s at byte %d: %q", e.what, e.at, clip(sanitize([]byte(tail[:min(len(tail), 32)])), 24))
+}
+
+func isWS(c byte) bool { return c == ' ' || c == '\n' || c == '\t' || c == '\r' }
+
+func skipWS(s string, i int) int {
+	for i < len(s) && s[i] <= ' ' && isWS(s[i]) {
+		i++
+	}
+	return i
+}
+
+// Masks for finding a byte in eight at a time.
+const (
+	swarLo    = 0x0101010101010101
+	swarHi    = 0x8080808080808080
+	swarQuote = '"' * swarLo
+	swarBack  = '\\' * swarLo
+)
+
+// load64 reads s[i:i+8] as a little-endian word; the caller checks that
+// i+8 <= len(s).
+func load64(s string, i int) uint64 {
+	return binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.StringData(s)), i)), 8))
+}
+
+// bytesOf is s's bytes without a copy, for reading only.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// stringEnd finds the end of the string whose text starts at s[i] (just
+// past its opening quote): the index just past its closing quote, and
+// whether its text holds a backslash. ok is false when it is not closed.
+// It looks at eight bytes at a time.
+func stringEnd(s string, i int) (end int, esc, ok bool) {
+	for ; i+8 <= len(s); i += 8 {
+		x := load64(s, i)
+		q, b := x^swarQuote, x^swarBack
+		// The lowest flagged byte is the first '"' or '\\'.
+		if m := ((q-swarLo)&^q | (b-swarLo)&^b) & swarHi; m != 0 {
+			i += bits.TrailingZeros64(m) >> 3
+			if s[i] == '"' {
+				return i + 1, false, true
+			}
+			end, ok := escapedStringEnd(s, i)
+			return end, true, ok
+		}
+	}
+	for ; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			return i + 1, false, true
+		case '\\':
+			end, ok := escapedStringEnd(s, i)
+			return end, true, ok
+		}
+	}
+	return len(s), false, false
+}
+
+// escapedStringEnd finishes stringEnd from the backslash at s[i]: the
+// closing quote is the first one after an even run of backslashes.
+func escapedStringEnd(s string, i int) (int, bool) {
+	for i < len(s) {
+		switch s[i] {
+		case '\\':
+			i += 2
+		case '"':
+			return i + 1, true
+		default:
+			i++
+		}
+	}
+	return len(s), false
+}
+
+// numberEnd finds the end of the number token at s[i] the way fastjson
+// does: a run of digits, '.', '-', '+', 'e' and 'E', or an optionally
+// signed "inf" or "nan" in any case. ok is false when there is none.
+func numberEnd(s string, i int) (int, bool) {
+	start := i
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c >= '0' && c <= '9' || c == '.' || c == '-' || c == 'e' || c == 'E' || c == '+' {
+			continue
+		}
+		if i == start || i == start+1 && (s[start] == '-' || s[start] == '+') {
+			if len(s)-i >= 3 && (strings.EqualFold(s[i:i+3], "inf") || strings.EqualFold(s[i:i+3], "nan")) {
+				return i + 3, true
+			}
+			return i, false
+		}
+		return i, true
+	}
+	return i, true
+}
+
+// scanValue validates the value at s[i] (no leading space) and returns its
+// kind and the index just past it.
+func (st *state) scanValue(s string, i, depth int) (jv, int, error) {
+	if i >= len(s) {
+		return jv{}, i, &jsonError{"value expected", i, s}
+	}
+	depth++
+	if depth > maxJSONDepth {
+		return jv{}, i, &jsonError{fmt.Sprintf("nested deeper than %d levels", maxJSONDepth), i, s}
+	}
+	switch c := s[i]; c {
+	case '{':
+		t := int32(len(st.tape))
+		end, err := st.scanObject(s, i+1, depth, nil)
+		return jv{s: s[i:end], k: jObject, t: t}, end, err
+	case '[':
+		t := int32(len(st.tape))
+		end, err := st.scanArray(s, i+1, depth)
+		return jv{s: s[i:end], k: jArray, t: t}, end, err
+	case '"':
+		end, esc, ok := stringEnd(s, i+1)
+		if !ok {
+			return jv{}, end, &jsonError{"string not closed", i, s}
+		}
+		st.tape = append(st.tape, tapeEntry(end-i-2, esc))
+		return jv{s: s[i+1 : end-1], k: jString, esc: esc}, end, nil
+	case 't':
+		if strings.HasPrefix(s[i:], "true") {
+			return jv{s: "true", k: jTrue}, i + 4, nil
+		}
+	case 'f':
+		if strings.HasPrefix(s[i:], "false") {
+			return jv{s: "false", k: jFalse}, i + 5, nil
+		}
+	case 'n':
+		if strings.HasPrefix(s[i:], "null") {
+			return jv{s: "null", k: jNull}, i + 4, nil
+		}
+		if len(s)-i >= 3 && strings.EqualFold(s[i:i+3], "nan") {
+			return jv{s: s[i : i+3], k: jNumber}, i + 3, nil
+		}
+	default:
+		if end, ok := numberEnd(s, i); ok {
+			return jv{s: s[i:end], k: jNumber}, end, nil
+		}
+	}
+	return jv{}, i, &jsonError{"unexpected value", i, s}
+}
+
+// scanObject validates the members of the object whose '{' is just before
+// s[i] and returns the index past its '}'. When fields is not nil, the
+// first value of each top-level field of a message is recorded there.
+func (st *state) scanObject(s string, i, depth int, fields *msgFields) (int, error) {
+	i = skipWS(s, i)
+	if i < len(s) && s[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		i = skipWS(s, i)
+		if i >= len(s) || s[i] != '"' {
+			return i, &jsonError{"object key expected", i, s}
+		}
+		kend, kesc, ok := stringEnd(s, i+1)
+		if !ok {
+			return kend, &jsonError{"object key not closed", i, s}
+		}
+		key := s[i+1 : kend-1]
+		st.tape = append(st.tape, tapeEntry(len(key), kesc))
+		i = skipWS(s, kend)
+		if i >= len(s) || s[i] != ':' {
+			return i, &jsonError{"':' expected after an object key", i, s}
+		}
+		i = skipWS(s, i+1)
+		v, end, err := st.scanValue(s, i, depth)
+		if err != nil {
+			return end, err
+		}
+		if fields != nil {
+			fields.set(st.key(key, kesc), v)
+		}
+		i = skipWS(s, end)
+		if i >= len(s) {
+			return i, &jsonError{"object not closed", i, s}
+		}
+		switch s[i] {
+		case ',':
+			i++
+		case '}':
+			return i + 1, nil
+		default:
+			return i, &jsonError{"',' or '}' expected after an object value", i, s}
+		}
+	}
+}
+
+// scanArray validates the elements of the array whose '[' is just before
+// s[i] and returns the index past its ']'.
+func (st *state) scanArray(s string, i, depth int) (int, error) {
+	i = skipWS(s, i)
+	if i < len(s) && s[i] == ']' {
+		return i + 1, nil
+	}
+	for {
+		i = skipWS(s, i)
+		_, end, err := st.scanValue(s, i, depth)
+		if err != nil {
+			return end, err
+		}
+		i = skipWS(s, end)
+		if i >= len(s) {
+			return i, &jsonError{"array not closed", i, s}
+		}
+		switch s[i] {
+		case ',':
+			i++
+		case ']':
+			return i + 1, nil
+		default:
+			return i, &jsonError{"',' or ']' expected after an array value", i, s}
+		}
+	}
+}
+
+// scanRecord validates a record's JSON and returns its value. When that
+// is an object, its top-level fields are recorded in fields. Each
+// string's length goes on st's tape, in the order of the text.
+func (st *state) scanRecord(s string, fields *msgFields) (jv, error) {
+	st.tape = st.tape[:0]
+	i := skipWS(s, 0)
+	var v jv
+	var end int
+	var err error
+	if i < len(s) && s[i] == '{' {
+		end, err = st.scanObject(s, i+1, 1, fields)
+		v = jv{s: s[i:min(end, len(s))], k: jObject}
+	} else {
+		v, end, err = st.scanValue(s, i, 0)
+	}
+	if err != nil {
+		return jv{}, err
+	}
+	if end = skipWS(s, end); end < len(s) {
+		return jv{}, &jsonError{"text after the value", end, s}
+	}
+	return v, nil
+}
+
+// The reading below is of text that scanRecord has validated: it trusts
+// the structure, and takes each string's length from the tape that
+// scanRecord wrote instead of looking for its end again.
+
+// tapeEsc marks a tape entry whose string holds a backslash.
+const tapeEsc = 1 << 31
+
+// tapeEntry is a string's tape entry: the length of its text (between
+// the quotes) and whether it holds a backslash.
+func tapeEntry(n int, esc bool) uint32 {
+	if esc {
+		return uint32(n) | tapeEsc
+	}
+	return uint32(n)
+}
+
+// cursor reads validated text: an index into s and the tape entry of the
+// next string.
+type cursor struct {
+	s    string
+	i    int
+	t    int32
+	tape []uint32
+}
+
+// cursor returns a cursor at the first member or element of o, an object
+// or array.
+func (st *state) cursor(o jv) cursor { return cursor{s: o.s, i: 1, t: o.t, tape: st.tape} }
+
+// more moves to the next member or element, past a ',' and spaces. At the
+// end it moves past the closing bracket and returns false.
+func (c *cursor) more() bool {
+	c.i = skipWS(c.s, c.i)
+	if c.s[c.i] == ',' {
+		c.i = skipWS(c.s, c.i+1)
+	}
+	if c.s[c.i] == '}' || c.s[c.i] == ']' {
+		c.i++
+		return false
+	}
+	return true
+}
+
+// str reads the string at c.i: its text, still escaped, and whether it
+// holds a backslash.
+func (c *cursor) str() (string, bool) {
+	e := c.tape[c.t]
+	c.t++
+	n := int(e &^ tapeEsc)
+	text := c.s[c.i+1 : c.i+1+n]
+	c.i += n + 2
+	return text, e&tapeEsc != 0
+}
+
+// key reads a member's key and moves to its value.
+func (c *cursor) key() (string, bool) {
+	k, esc := c.str()
+	c.i = skipWS(c.s, skipWS(c.s, c.i)+1) // past ':'
+	return k, esc
+}
+
+// value reads the value at c.i.
+func (c *cursor) value() jv {
+	s, i := c.s, c.i
+	switch s[i] {
+	case '"':
+		text, esc := c.str()
+		return jv{s: text, k: jString, esc: esc}
+	case '{', '[':
+		t := c.t
+		c.skip()
+		k := jObject
+		if s[i] == '[' {
+			k = jArray
+		}
+		return jv{s: s[i:c.i], k: k, t: t}
+	case 't':
+		c.i += 4
+		return jv{s: "true", k: jTrue}
+	case 'f':
+		c.i += 5
+		return jv{s: "false", k: jFalse}
+	case 'n':
+		if s[i+1] == 'u' {
+			c.i += 4
+			return jv{s: "null", k: jNull}
+		}
+		c.i += 3
+		return jv{s: s[i:c.i], k: jNumber}
+	}
+	c.i, _ = numberEnd(s, i)
+	return jv{s: s[i:c.i], k: jNumber}
+}
+
+// skip moves past the object or array at c.i.
+func (c *cursor) skip() {
+	depth := 0
+	for {
+		switch c.s[c.i] {
+		case '"':
+			c.str()
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				c.i++
+				return
+			}
+		}
+		c.i++
+	}
+}
+
+// empty reports whether o, an object or array, has no members.
+func (o jv) empty() bool {
+	c := o.s[skipWS(o.s, 1)]
+	return c == '}' || c == ']'
+}
+
+// get returns the first member of object o whose key, unescaped, is key.
+func (st *state) get(o jv, key string) jv {
+	if o.k != jObject {
+		return jv{}
+	}
+	for c := st.cursor(o); c.more(); {
+		k, kesc := c.key()
+		v := c.value()
+		if string(st.key(k, kesc)) == key {
+			return v
+		}
+	}
+	return jv{}
+}
+
+// has reports whether object o has a member whose key, unescaped, is key.
+// It unescapes o's keys in st's string scratch, so key may be in the key
+// scratch.
+func (st *state) has(o jv, key []byte) bool {
+	for c := st.cursor(o); c.more(); {
+		k, kesc := c.key()
+		c.value()
+		if kesc {
+			st.ubuf = unescape(st.ubuf[:0], k)
+			if string(st.ubuf) == string(key) {
+				return true
+			}
+		} else if k == string(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// key returns an object key's text, unescaped (in st's key scratch when
+// it holds escapes).
+func (st *state) key(k string, esc bool) []byte {
+	if !esc {
+		return bytesOf(k)
+	}
+	st.kbuf = unescape(st.kbuf[:0], k)
+	return st.kbuf
+}
+
+// text returns a string value's text, unescaped (in st's scratch when it
+// holds escapes).
+func (st *state) text(v jv) []byte {
+	if !v.esc {
+		return bytesOf(v.s)
+	}
+	st.ubuf = unescape(st.ubuf[:0], v.s)
+	return st.ubuf
+}
+
+// unescape appends s with its escapes undone to dst, the way fastjson
+// does: an escape it does not know, or a \u with bad hex digits, is kept
+// as it is, as is a lone surrogate's \u.
+func unescape(dst []byte, s string) []byte {
+	for {
+		n := strings.IndexByte(s, '\\')
+		if n < 0 {
+			return append(dst, s...)
+		}
+		dst = append(dst, s[:n]...)
+		s = s[n+1:]
+		if len(s) == 0 {
+			return append(dst, '\\')
+		}
+		ch := s[0]
+		s = s[1:]
+		switch ch {
+		case '"', '\\', '/':
+			dst = append(dst, ch)
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			if len(s) < 4 {
+				dst = append(dst, `\u`...)
+				break
+			}
+			x, err := strconv.ParseUint(s[:4], 16, 16)
+			if err != nil {
+				dst = append(dst, `\u`...)
+				break
+			}
+			xs := s[:4]
+			s = s[4:]
+			if !utf16.IsSurrogate(rune(x)) {
+				dst = append(dst, string(rune(x))...)
+				break
+			}
+			if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
+				dst = append(dst, `\u`...)
+				dst = append(dst, xs...)
+				break
+			}
+			x1, err := strconv.ParseUint(s[2:6], 16, 16)
+			if err != nil {
+				dst = append(dst, `\u`...)
+				dst = append(dst, xs...)
+				break
+			}
+			dst = append(dst, string(utf16.DecodeRune(rune(x), rune(x1)))...)
+			s = s[6:]
+		default:
+			dst = append(dst, '\\', ch)
+		}
+	}
+}
+
+// quoteText appends text as a JSON string: as it is between quotes when
+// nothing in it needs escaping, else escaped by strconv.Quote.
+func quoteText(dst, text []byte) []byte {
+	special := false
+	for _, c := range text {
+		if c < 0x20 || c == '"' || c == '\\' {
+			special = true
+			break
+		}
+	}
+	if !special {
+		dst = append(dst, '"')
+		dst = append(dst, text...)
+		return append(dst, '"')
+	}
+	return strconv.AppendQuote(dst, string(text))
+}
+
+// compact appends the JSON text s (valid) to dst without the space
+// between tokens. With canon, every string and key is unescaped and
+// quoted again by quoteText, and a number token that is not JSON is
+// returned as bad.
+func compact(dst []byte, s string, canon bool) (out []byte, bad string) {
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case isWS(c):
+			i++
+		case c == '"':
+			end, esc, _ := stringEnd(s, i+1)
+			if canon {
+				if esc {
+					text := unescape(nil, s[i+1:end-1])
+					dst = quoteText(dst, text)
+				} else {
+					dst = quoteText(dst, bytesOf(s[i+1:end-1]))
+				}
+			} else {
+				dst = append(dst, s[i:end]...)
+			}
+			i = end
+		case c == '{' || c == '}' || c == '[' || c == ']' || c == ',' || c == ':':
+			dst = append(dst, c)
+			i++
+		default:
+			c := cursor{s: s, i: i}
+			v := c.value() // a number, true, false or null
+			if canon && v.k == jNumber && bad == "" && !IsNumberLiteral(v.s) {
+				bad = clip(v.s, 32)
+			}
+			dst = append(dst, v.s...)
+			i = c.i
+		}
+	}
+	return dst, bad
+}
