@@ -229,9 +229,21 @@ func (st *state) scanObject(s string, i, depth int, fields *msgFields) (int, err
 			return i, &jsonError{"':' expected after an object key", i, s}
 		}
 		i = skipWS(s, i+1)
-		v, end, err := st.scanValue(s, i, depth)
-		if err != nil {
-			return end, err
+		var v jv
+		var end int
+		if i < len(s) && s[i] == '"' && depth < maxJSONDepth {
+			// Most values are strings: scanValue's work, inline.
+			var esc, ok bool
+			if end, esc, ok = stringEnd(s, i+1); !ok {
+				return end, &jsonError{"string not closed", i, s}
+			}
+			st.tape = append(st.tape, tapeEntry(end-i-2, esc))
+			v = jv{s: s[i+1 : end-1], k: jString, esc: esc}
+		} else {
+			var err error
+			if v, end, err = st.scanValue(s, i, depth); err != nil {
+				return end, err
+			}
 		}
 		if fields != nil {
 			fields.set(st.key(key, kesc), v)

@@ -78,16 +78,18 @@ func TestJSONNumberTokens(t *testing.T) {
 }
 
 func TestJSONDepthLimit(t *testing.T) {
-	nest := func(levels int) string {
+	nest := func(levels int, leaf string) string {
 		// The record is level 1, properties level 2.
 		return `{"type":"track","userId":"u","event":"E","properties":` +
-			strings.Repeat(`{"a":`, levels-2) + `1` + strings.Repeat(`}`, levels-2) + `}`
+			strings.Repeat(`{"a":`, levels-2) + leaf + strings.Repeat(`}`, levels-2) + `}`
 	}
-	if d := decodeJSON(t, Config{}, "web", nest(maxJSONDepth)); len(d.Rows) != 2 {
-		t.Errorf("%d levels: want loaded, got %+v", maxJSONDepth, d.Rejected)
-	}
-	if d := decodeJSON(t, Config{}, "web", nest(maxJSONDepth+1)); len(d.Rejected) != 1 || !strings.Contains(d.Rejected[0].Reason, "nested deeper") {
-		t.Errorf("%d levels: want rejected for depth, got rows %d %+v", maxJSONDepth+1, len(d.Rows), d.Rejected)
+	for _, leaf := range []string{`1`, `"s"`, `[]`} {
+		if d := decodeJSON(t, Config{}, "web", nest(maxJSONDepth, leaf)); len(d.Rows) != 2 {
+			t.Errorf("%d levels to %s: want loaded, got %+v", maxJSONDepth, leaf, d.Rejected)
+		}
+		if d := decodeJSON(t, Config{}, "web", nest(maxJSONDepth+1, leaf)); len(d.Rejected) != 1 || !strings.Contains(d.Rejected[0].Reason, "nested deeper") {
+			t.Errorf("%d levels to %s: want rejected for depth, got rows %d %+v", maxJSONDepth+1, leaf, len(d.Rows), d.Rejected)
+		}
 	}
 }
 
