@@ -186,13 +186,19 @@ func (s *session) reject(ctx context.Context, ch chunk, cause error) error {
 // The batch shares the decoded rows; the sink must not modify it.
 func (s *session) build(chunks []chunk) *schema.Batch {
 	bb := schema.NewBatchBuilder(s.c.cfg.Group, s.c.owner)
+	if sz := s.sizes.Load(); sz != nil {
+		bb.Expect(*sz)
+	}
 	for _, ch := range chunks {
 		bb.Start(ch.p.topic, ch.p.partition, ch.from)
 		for _, r := range ch.recs {
 			bb.Add(r.d)
 		}
 	}
-	return bb.Batch()
+	b := bb.Batch()
+	sz := b.Sizes()
+	s.sizes.Store(&sz)
+	return b
 }
 
 func batchRows(b *schema.Batch) int {

@@ -106,6 +106,9 @@ type session struct {
 	cancelFlight context.CancelFunc
 	flights      conc.WaitGroup // the flusher goroutines (at most one at a time)
 	loaded       atomic.Bool    // a flush landed in this session
+	// sizes is the rows per table of the last batch built, which the next
+	// one is sized for (schema.BatchBuilder.Expect).
+	sizes atomic.Pointer[schema.Sizes]
 
 	// commitMu orders Kafka commits (flights, revocations, shutdown) so
 	// that an older offset never overtakes a newer one.

@@ -31,7 +31,26 @@ type BatchBuilder struct {
 	b       *Batch
 	tables  map[TableRef]*builderTable
 	offsets map[Pos]int // (topic, partition) → index into b.Offsets; Pos.Offset unused
+	expect  Sizes       // rows per table expected (see Expect)
 }
+
+// Sizes is the number of rows of each table of a batch.
+type Sizes map[TableRef]int
+
+// Sizes returns the number of rows of each of b's tables.
+func (b *Batch) Sizes() Sizes {
+	sz := make(Sizes, len(b.Tables))
+	for _, t := range b.Tables {
+		sz[t.Table] = len(t.Rows)
+	}
+	return sz
+}
+
+// Expect sizes the tables of the batch for sz, typically the previous
+// batch's sizes: one flush's tables fill to about the next one's, so
+// each table's rows and set of ids are allocated once at their size
+// instead of grown by doubling. Call it before the first Add.
+func (bb *BatchBuilder) Expect(sz Sizes) { bb.expect = sz }
 
 // builderTable is one table of the batch being built.
 type builderTable struct {
@@ -93,7 +112,8 @@ func (bb *BatchBuilder) Add(d *Decoded) {
 		tr := &d.Rows[ri]
 		bt := bb.tables[tr.Table]
 		if bt == nil {
-			bt = &builderTable{rows: &TableRows{Table: tr.Table, Merge: tr.Merge}, seen: make(map[string]int)}
+			n := bb.expect[tr.Table]
+			bt = &builderTable{rows: &TableRows{Table: tr.Table, Merge: tr.Merge, Rows: make([]Row, 0, n)}, seen: make(map[string]int, n)}
 			bb.tables[tr.Table] = bt
 			b.Tables = append(b.Tables, bt.rows)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -165,6 +166,41 @@ func TestBatchBuilderDedupAndOffsets(t *testing.T) {
 	want := []OffsetAdvance{{"web", 0, 100, 103}, {"web", 3, -1, 8}}
 	if fmt.Sprint(b.Offsets) != fmt.Sprint(want) {
 		t.Fatalf("offsets %v want %v", b.Offsets, want)
+	}
+}
+
+// A builder that expects the previous batch's sizes builds the same batch,
+// with each expected table's rows allocated at its size.
+func TestBatchBuilderExpect(t *testing.T) {
+	t.Parallel()
+	dec, _ := NewDecoder(Config{})
+	build := func(sz Sizes, from, n int) *Batch {
+		bb := NewBatchBuilder("g", "owner")
+		bb.Expect(sz)
+		for i := from; i < from+n; i++ {
+			js := fmt.Sprintf(`{"type":"track","messageId":"m%d","userId":"u%d","event":"E%d","properties":{"v":%d}}`, i%7, i%3, i%2, i)
+			if i%5 == 0 {
+				js = fmt.Sprintf(`{"type":"identify","messageId":"i%d","userId":"u%d","traits":{"n":%d}}`, i, i%3, i)
+			}
+			bb.Add(dec.Decode(&Record{Topic: "web", Partition: 0, Offset: int64(i), Timestamp: kafkaTS, Value: []byte(js)}))
+		}
+		return bb.Batch()
+	}
+	first := build(nil, 0, 40)
+	sz := first.Sizes()
+	if sz[TableRef{"web", "tracks"}] != 7 || sz[TableRef{"web", "users"}] != 3 || len(sz) != len(first.Tables) {
+		t.Fatalf("sizes %v", sz)
+	}
+	grown, expected := build(nil, 3, 30), build(sz, 3, 30)
+	if !reflect.DeepEqual(grown.Tables, expected.Tables) || !reflect.DeepEqual(grown.Discards, expected.Discards) {
+		t.Fatalf("expecting sizes changed the batch:\n%+v\n%+v", grown.Tables, expected.Tables)
+	}
+	for _, tr := range expected.Tables {
+		// Appending never outgrew the expected size, so the rows are the
+		// one allocation made for it.
+		if want := sz[tr.Table]; len(tr.Rows) > want || cap(tr.Rows) != want {
+			t.Errorf("%s: %d rows allocated for %d, want %d", tr.Table, len(tr.Rows), cap(tr.Rows), want)
+		}
 	}
 }
 
