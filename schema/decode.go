@@ -133,15 +133,6 @@ const (
 	nFields
 )
 
-var fieldNames = [nFields]string{
-	fType: "type", fIntegrations: "integrations", fUserID: "userId", fAnonymousID: "anonymousId",
-	fEvent: "event", fGroupID: "groupId", fPreviousID: "previousId", fWriteKey: "writeKey",
-	fMessageID: "messageId", fReceivedAt: "receivedAt", fTimestamp: "timestamp",
-	fOriginalTimestamp: "originalTimestamp", fSentAt: "sentAt", fContext: "context",
-	fProperties: "properties", fTraits: "traits", fName: "name", fCategory: "category",
-	fBatch: "batch",
-}
-
 // msgFields holds a message's top-level fields, read in one pass over its
 // keys: the first of duplicate keys wins (keys compared unescaped).
 type msgFields struct {
