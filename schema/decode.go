@@ -620,7 +620,7 @@ func (mc *msgCtx) timeField(v jv, table, column string) (time.Time, bool) {
 	}
 	text, err := mc.st.scalarText(v)
 	if err != nil {
-		text = marshalText(v)
+		text = mc.st.marshalText(v)
 	}
 	mc.discard(table, column, text, "bad_timestamp", "not an RFC 3339 date-time with a zone")
 	return time.Time{}, false
@@ -674,13 +674,13 @@ func (st *state) jsonValue(v jv) (Value, bool) {
 		// The array's text with every string quoted the one way, so equal
 		// arrays store equal text.
 		var bad string
-		if st.num, bad = compact(st.num[:0], v.s, true); bad != "" {
+		if st.num, bad = st.compact(st.num[:0], v.s, true); bad != "" {
 			st.badNumber = bad
 			return Value{}, false
 		}
 		return Value{Kind: KindArray, Str: st.arena.str(st.num)}, true
 	case jObject:
-		st.num, _ = compact(st.num[:0], v.s, false)
+		st.num, _ = st.compact(st.num[:0], v.s, false)
 		return Value{Kind: KindString, Str: st.arena.str(st.num)}, true
 	}
 	return Value{}, false
@@ -688,17 +688,11 @@ func (st *state) jsonValue(v jv) (Value, bool) {
 
 // marshalText is v as text for a discard: a string unescaped and quoted
 // again, anything else compacted as it was sent.
-func marshalText(v jv) string {
+func (st *state) marshalText(v jv) string {
 	if v.k == jString {
-		var text []byte
-		if v.esc {
-			text = unescape(nil, v.s)
-		} else {
-			text = bytesOf(v.s)
-		}
-		return sanitize(quoteText(nil, text))
+		return sanitize(quoteText(nil, st.text(v)))
 	}
-	b, _ := compact(nil, v.s, false)
+	b, _ := st.compact(nil, v.s, false)
 	return sanitize(b)
 }
 

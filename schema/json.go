@@ -436,37 +436,23 @@ func (o jv) empty() bool {
 }
 
 // get returns the first member of object o whose key, unescaped, is key.
-func (st *state) get(o jv, key string) jv {
+func (st *state) get(o jv, key string) jv { return st.find(o, bytesOf(key)) }
+
+// find returns the first member of object o whose key, unescaped, is key.
+// It unescapes o's keys in st's string scratch, so key may be in the key
+// scratch.
+func (st *state) find(o jv, key []byte) jv {
 	if o.k != jObject {
 		return jv{}
 	}
 	for c := st.cursor(o); c.more(); {
 		k, kesc := c.key()
 		v := c.value()
-		if string(st.key(k, kesc)) == key {
+		if string(st.text(jv{s: k, esc: kesc})) == string(key) {
 			return v
 		}
 	}
 	return jv{}
-}
-
-// has reports whether object o has a member whose key, unescaped, is key.
-// It unescapes o's keys in st's string scratch, so key may be in the key
-// scratch.
-func (st *state) has(o jv, key []byte) bool {
-	for c := st.cursor(o); c.more(); {
-		k, kesc := c.key()
-		c.value()
-		if kesc {
-			st.ubuf = unescape(st.ubuf[:0], k)
-			if string(st.ubuf) == string(key) {
-				return true
-			}
-		} else if k == string(key) {
-			return true
-		}
-	}
-	return false
 }
 
 // key returns an object key's text, unescaped (in st's key scratch when
@@ -479,7 +465,7 @@ func (st *state) key(k string, esc bool) []byte {
 	return st.kbuf
 }
 
-// text returns a string value's text, unescaped (in st's scratch when it
+// text returns a string's text, unescaped (in st's string scratch when it
 // holds escapes).
 func (st *state) text(v jv) []byte {
 	if !v.esc {
@@ -574,8 +560,8 @@ func quoteText(dst, text []byte) []byte {
 // compact appends the JSON text s (valid) to dst without the space
 // between tokens. With canon, every string and key is unescaped and
 // quoted again by quoteText, and a number token that is not JSON is
-// returned as bad.
-func compact(dst []byte, s string, canon bool) (out []byte, bad string) {
+// returned as bad. dst must not be st's string scratch.
+func (st *state) compact(dst []byte, s string, canon bool) (out []byte, bad string) {
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
@@ -584,12 +570,7 @@ func compact(dst []byte, s string, canon bool) (out []byte, bad string) {
 		case c == '"':
 			end, esc, _ := stringEnd(s, i+1)
 			if canon {
-				if esc {
-					text := unescape(nil, s[i+1:end-1])
-					dst = quoteText(dst, text)
-				} else {
-					dst = quoteText(dst, bytesOf(s[i+1:end-1]))
-				}
+				dst = quoteText(dst, st.text(jv{s: s[i+1 : end-1], esc: esc}))
 			} else {
 				dst = append(dst, s[i:end]...)
 			}
