@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -121,5 +122,46 @@ func TestIsNumberLiteral(t *testing.T) {
 		if IsNumberLiteral(s) != ok {
 			t.Errorf("%q", s)
 		}
+	}
+}
+
+// TestParseUTCMatchesTimeParse checks the fast path against time.Parse on
+// generated timestamps around every field's limits: whenever parseUTC
+// accepts, time.Parse accepts the same string with the same instant and
+// location, and every well-formed UTC string is taken by the fast path.
+func TestParseUTCMatchesTimeParse(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
+	years := []string{"0000", "0001", "1600", "1700", "1900", "1969", "1970", "2000", "2023", "2024", "2100", "9999", "20x4", "-202"}
+	months := []string{"01", "02", "03", "04", "06", "09", "11", "12", "00", "13", "1a"}
+	days := []string{"01", "28", "29", "30", "31", "00", "32", "3 "}
+	hours := []string{"00", "09", "23", "24", "2:"}
+	sixty := []string{"00", "07", "59", "60", "5x"}
+	fracs := []string{"", ".", ".0", ".1", ".123", ".123456", ".123456789", ".1234567891", ".000000000012", ".12a", ",5"}
+	zones := []string{"Z", "Z", "Z", "z", "+02:00", "-00:30", "", "ZZ"}
+	fast := 0
+	for range 200000 {
+		s := pick(years...) + "-" + pick(months...) + "-" + pick(days...) + pick("T", "T", "T", "t", " ") +
+			pick(hours...) + ":" + pick(sixty...) + ":" + pick(sixty...) + pick(fracs...) + pick(zones...)
+		want, err := time.Parse(time.RFC3339Nano, s)
+		got, ok := parseUTC(s)
+		if ok {
+			fast++
+			if err != nil {
+				t.Fatalf("%q: parseUTC accepts, time.Parse: %v", s, err)
+			}
+			if !got.Equal(want) || got != want {
+				t.Fatalf("%q: parseUTC %v (%#v), time.Parse %v (%#v)", s, got, got, want, want)
+			}
+		} else if err == nil && s[10] == 'T' && s[len(s)-1] == 'Z' && (len(s) == 20 || s[19] == '.') {
+			t.Fatalf("%q: well-formed UTC timestamp left to the slow path", s)
+		}
+		if pt, pok := ParseTimestamp(s); ok && (!pok || pt != want) {
+			t.Fatalf("%q: ParseTimestamp %v %v", s, pt, pok)
+		}
+	}
+	if fast < 1000 {
+		t.Fatalf("only %d of the generated strings took the fast path", fast)
 	}
 }
