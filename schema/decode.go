@@ -592,7 +592,7 @@ func (st *state) scalarText(v jv) (string, error) {
 		if !IsNumberLiteral(v.s) {
 			return "", rejectf("invalid_json", "invalid JSON: %q is not a number", clip(v.s, 32))
 		}
-		return st.arena.str(bytesOf(v.s)), nil
+		return st.arena.copy(bytesOf(v.s)), nil // a number literal is ASCII
 	case jTrue:
 		return "true", nil
 	case jFalse:
@@ -665,7 +665,7 @@ func (st *state) jsonValue(v jv) (Value, bool) {
 			st.badNumber = clip(v.s, 32)
 			return Value{}, false
 		}
-		return Value{Kind: KindNumber, Str: st.arena.str(bytesOf(v.s))}, true
+		return Value{Kind: KindNumber, Str: st.arena.copy(bytesOf(v.s))}, true
 	case jTrue:
 		return BoolValue(true), true
 	case jFalse:
@@ -772,6 +772,14 @@ func (a *arena) str(b []byte) string {
 	}
 	if !plainText(b) {
 		return sanitize(b) // rare: let the slow path allocate
+	}
+	return a.copy(b)
+}
+
+// copy returns b, which must be sanitized already, copied into the arena.
+func (a *arena) copy(b []byte) string {
+	if len(b) == 0 {
+		return ""
 	}
 	if cap(a.buf)-len(a.buf) < len(b) {
 		a.buf = make([]byte, 0, max(arenaChunk, len(b)))

@@ -66,10 +66,20 @@ func (e *jsonError) Error() string {
 func isWS(c byte) bool { return c == ' ' || c == '\n' || c == '\t' || c == '\r' }
 
 func skipWS(s string, i int) int {
-	for i < len(s) && s[i] <= ' ' && isWS(s[i]) {
-		i++
-	}
+	i, _ = next(s, i)
 	return i
+}
+
+// next returns the index of the first byte at or after i that is not a
+// space, and that byte: 0 at the end of s. The byte comes back so that the
+// caller's test of it is not a second bounds-checked load.
+func next(s string, i int) (int, byte) {
+	for ; uint(i) < uint(len(s)); i++ {
+		if c := s[i]; c > ' ' || !isWS(c) {
+			return i, c
+		}
+	}
+	return i, 0
 }
 
 // Masks for finding a byte in eight at a time.
@@ -209,13 +219,12 @@ func (st *state) scanValue(s string, i, depth int) (jv, int, error) {
 // s[i] and returns the index past its '}'. When fields is not nil, the
 // first value of each top-level field of a message is recorded there.
 func (st *state) scanObject(s string, i, depth int, fields *msgFields) (int, error) {
-	i = skipWS(s, i)
-	if i < len(s) && s[i] == '}' {
+	i, c := next(s, i)
+	if c == '}' {
 		return i + 1, nil
 	}
 	for {
-		i = skipWS(s, i)
-		if i >= len(s) || s[i] != '"' {
+		if c != '"' {
 			return i, &jsonError{"object key expected", i, s}
 		}
 		kend, kesc, ok := stringEnd(s, i+1)
@@ -224,14 +233,13 @@ func (st *state) scanObject(s string, i, depth int, fields *msgFields) (int, err
 		}
 		key := s[i+1 : kend-1]
 		st.tape = append(st.tape, tapeEntry(len(key), kesc))
-		i = skipWS(s, kend)
-		if i >= len(s) || s[i] != ':' {
+		if i, c = next(s, kend); c != ':' {
 			return i, &jsonError{"':' expected after an object key", i, s}
 		}
-		i = skipWS(s, i+1)
+		i, c = next(s, i+1)
 		var v jv
 		var end int
-		if i < len(s) && s[i] == '"' && depth < maxJSONDepth {
+		if c == '"' && depth < maxJSONDepth {
 			// Most values are strings: scanValue's work, inline.
 			var esc, ok bool
 			if end, esc, ok = stringEnd(s, i+1); !ok {
@@ -248,16 +256,15 @@ func (st *state) scanObject(s string, i, depth int, fields *msgFields) (int, err
 		if fields != nil {
 			fields.set(st.key(key, kesc), v)
 		}
-		i = skipWS(s, end)
-		if i >= len(s) {
-			return i, &jsonError{"object not closed", i, s}
-		}
-		switch s[i] {
+		switch i, c = next(s, end); c {
 		case ',':
-			i++
+			i, c = next(s, i+1)
 		case '}':
 			return i + 1, nil
 		default:
+			if i >= len(s) {
+				return i, &jsonError{"object not closed", i, s}
+			}
 			return i, &jsonError{"',' or '}' expected after an object value", i, s}
 		}
 	}
@@ -266,26 +273,24 @@ func (st *state) scanObject(s string, i, depth int, fields *msgFields) (int, err
 // scanArray validates the elements of the array whose '[' is just before
 // s[i] and returns the index past its ']'.
 func (st *state) scanArray(s string, i, depth int) (int, error) {
-	i = skipWS(s, i)
-	if i < len(s) && s[i] == ']' {
+	i, c := next(s, i)
+	if c == ']' {
 		return i + 1, nil
 	}
 	for {
-		i = skipWS(s, i)
 		_, end, err := st.scanValue(s, i, depth)
 		if err != nil {
 			return end, err
 		}
-		i = skipWS(s, end)
-		if i >= len(s) {
-			return i, &jsonError{"array not closed", i, s}
-		}
-		switch s[i] {
+		switch i, c = next(s, end); c {
 		case ',':
-			i++
+			i = skipWS(s, i+1)
 		case ']':
 			return i + 1, nil
 		default:
+			if i >= len(s) {
+				return i, &jsonError{"array not closed", i, s}
+			}
 			return i, &jsonError{"',' or ']' expected after an array value", i, s}
 		}
 	}
@@ -347,14 +352,16 @@ func (st *state) cursor(o jv) cursor { return cursor{s: o.s, i: 1, t: o.t, tape:
 // more moves to the next member or element, past a ',' and spaces. At the
 // end it moves past the closing bracket and returns false.
 func (c *cursor) more() bool {
-	c.i = skipWS(c.s, c.i)
-	if c.s[c.i] == ',' {
-		c.i = skipWS(c.s, c.i+1)
+	i, b := next(c.s, c.i)
+	if b == ',' {
+		i, b = next(c.s, i+1)
 	}
-	if c.s[c.i] == '}' || c.s[c.i] == ']' {
-		c.i++
+	if b == '}' || b == ']' {
+		i++
+		c.i = i
 		return false
 	}
+	c.i = i
 	return true
 }
 
@@ -372,7 +379,8 @@ func (c *cursor) str() (string, bool) {
 // key reads a member's key and moves to its value.
 func (c *cursor) key() (string, bool) {
 	k, esc := c.str()
-	c.i = skipWS(c.s, skipWS(c.s, c.i)+1) // past ':'
+	i, _ := next(c.s, c.i) // at ':'
+	c.i, _ = next(c.s, i+1)
 	return k, esc
 }
 
