@@ -120,3 +120,42 @@ func TestDecodeWhileEarlierRecordsAreRead(t *testing.T) {
 		t.Fatalf("%d records decoded, want %d", n, len(vals))
 	}
 }
+
+// TestArenaStr checks the arena's one-pass copy and check at every length
+// around its 4- and 8-byte words: plain text comes back as it was, a NUL
+// or a non-ASCII byte at any position takes sanitize's path, and no string
+// handed out is written over by the ones after it.
+func TestArenaStr(t *testing.T) {
+	t.Parallel()
+	var a arena
+	type got struct{ s, want string }
+	var all []got
+	for n := 0; n <= 40; n++ {
+		plain := make([]byte, n)
+		for i := range plain {
+			plain[i] = byte('!' + (n+i)%90)
+		}
+		all = append(all, got{a.str(plain), string(plain)})
+		for i := 0; i < n; i++ {
+			for _, c := range []byte{0, 0x7f, 0x80, 0xc3, 0xff, 1} {
+				b := append([]byte(nil), plain...)
+				b[i] = c
+				want := sanitize(b)
+				if c == 0x7f || c == 1 {
+					want = string(b) // ASCII, not NUL: kept as it is
+				}
+				all = append(all, got{a.str(b), want})
+			}
+		}
+		if n >= 2 {
+			b := append([]byte(nil), plain...)
+			b[n-2], b[n-1] = 0xc3, 0xa9 // é, valid UTF-8
+			all = append(all, got{a.str(b), string(b)})
+		}
+	}
+	for _, g := range all {
+		if g.s != g.want {
+			t.Fatalf("arena.str gave %q, want %q", g.s, g.want)
+		}
+	}
+}

@@ -766,17 +766,59 @@ const arenaChunk = 32 << 10
 // replaced), copied into the arena. The bytes behind a returned string are
 // never written again: a full buffer is left to the strings in it and a
 // new one started.
+//
+// The copy and the check that b is plain ASCII without a NUL are one pass,
+// eight bytes at a time (the last word overlapping the one before it); a
+// string that is not plain is left to sanitize, which allocates, and the
+// bytes copied for it are given back.
 func (a *arena) str(b []byte) string {
-	if len(b) == 0 {
+	n := len(b)
+	if n == 0 {
 		return ""
 	}
-	if !plainText(b) {
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]byte, 0, max(arenaChunk, n))
+	}
+	start := len(a.buf)
+	dst := a.buf[start : start+n]
+	// A byte with its top bit set, or a zero byte (which borrows through
+	// x-lo into its top bit when no top bit is set), sets its top bit in bad.
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	var bad uint64
+	switch {
+	case n >= 8:
+		for i := 0; i+8 <= n; i += 8 {
+			x := binary.LittleEndian.Uint64(b[i:])
+			bad |= (x - lo) | x
+			binary.LittleEndian.PutUint64(dst[i:], x)
+		}
+		if n%8 != 0 {
+			x := binary.LittleEndian.Uint64(b[n-8:])
+			bad |= (x - lo) | x
+			binary.LittleEndian.PutUint64(dst[n-8:], x)
+		}
+	case n >= 4:
+		const lo32, hi32 = lo & 0xffffffff, hi & 0xffffffff
+		x, y := binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[n-4:])
+		bad = uint64((x-lo32)|x|(y-lo32)|y) & hi32
+		binary.LittleEndian.PutUint32(dst, x)
+		binary.LittleEndian.PutUint32(dst[n-4:], y)
+	default:
+		for i, c := range b {
+			if c == 0 || c >= utf8.RuneSelf {
+				bad = hi
+			}
+			dst[i] = c
+		}
+	}
+	if bad&hi != 0 {
 		return sanitize(b) // rare: let the slow path allocate
 	}
-	return a.copy(b)
+	a.buf = a.buf[:start+n]
+	return unsafe.String(&dst[0], n)
 }
 
-// copy returns b, which must be sanitized already, copied into the arena.
+// copy returns b, which must be plain already, copied into the arena.
 func (a *arena) copy(b []byte) string {
 	if len(b) == 0 {
 		return ""
@@ -787,27 +829,6 @@ func (a *arena) copy(b []byte) string {
 	start := len(a.buf)
 	a.buf = append(a.buf, b...)
 	return unsafe.String(&a.buf[start], len(b))
-}
-
-// plainText reports whether b has neither a NUL nor a byte outside ASCII,
-// eight bytes at a time.
-func plainText(b []byte) bool {
-	const lo, hi = 0x0101010101010101, 0x8080808080808080
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:])
-		// A byte with its top bit set, or a zero byte (which borrows
-		// through x-lo into its top bit when no top bit is set).
-		if ((x-lo)|x)&hi != 0 {
-			return false
-		}
-	}
-	for ; i < len(b); i++ {
-		if c := b[i]; c == 0 || c >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
 }
 
 // rejectError is why a message is rejected, with its reason class (the
