@@ -12,7 +12,7 @@ HELM      := $(GO) run helm.sh/helm/v3/cmd/helm@v3.22.0
 FUZZTIME  ?= 150000x
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build run dev test unit fuzz e2e bench lint docker clean
+.PHONY: all build run dev test unit fuzz e2e bench bench-decode lint docker clean
 
 all: build
 
@@ -46,8 +46,21 @@ e2e: build
 # 8 minutes). BENCHFLAGS=-quick: a smoke run; BENCHFLAGS='-workloads a
 # -cpuprofile a.prof': the loader's CPU profile under (a).
 BENCHFLAGS ?=
-bench: build
+bench: build bench-decode
 	$(GO) run ./cmd/segwarehouse-bench -bin $(BIN) $(BENCHFLAGS)
+
+# Decode + flatten per event on one core (issue 5: <= 3 us per track), the
+# median and fastest of seven runs, against encoding/json into a map (no
+# model work) measured in the same run. About a minute.
+bench-decode:
+	@printf '%-38s %9s %9s %8s\n' "decode benchmark (one core)" "median ns" "min ns" "vs json"
+	@$(GO) test -run '^$$' -bench '^BenchmarkDecode' -cpu 1 -count 7 ./schema | awk ' \
+	  $$1 ~ /^BenchmarkDecode/ { n[$$1]++; v[$$1, n[$$1]] = $$3 } \
+	  END { base = "BenchmarkDecodeStdlibBaseline"; \
+	    for (k in n) { m = n[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]; \
+	      for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } \
+	      med[k] = a[int((m + 1) / 2)]; lo[k] = a[1] } \
+	    for (k in n) printf "%-38s %9d %9d %8.2f\n", k, med[k], lo[k], med[k] / med[base] }' | sort
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
