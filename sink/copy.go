@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/segwarehouse/segwarehouse/schema"
@@ -398,4 +400,152 @@ func parseNumeric(s string) (pgtype.Numeric, error) {
 		return pgtype.Numeric{}, fmt.Errorf("numeric literal %q: exponent out of range", s)
 	}
 	return pgtype.Numeric{Int: n, Exp: int32(exp), Valid: true}, nil
+}
+
+// pipedCopy is one table's binary COPY in a copyPipelined stream. done,
+// when set, is called once the COPY's result is in (err nil on success).
+type pipedCopy struct {
+	table pgx.Identifier
+	src   *rowSource
+	done  func(err error)
+}
+
+// copyPipelined copies each item's rows into its table with one binary
+// COPY each, sent in streams before their results are read: COPY, its
+// data, CopyDone, the next COPY, … The simple-query protocol runs them in
+// order; after an error Postgres drops the rest of that COPY's data, and
+// every later COPY fails, the transaction being aborted. So a flush pays
+// a round trip per stream instead of one per table, and the flusher is
+// not woken once per table while decoding keeps the cores busy. Only for
+// tables whose columns are all exact (the loader encodes their stream).
+//
+// Postgres answers each COPY as it runs it, and those answers wait in the
+// socket until the stream is sent: a stream holds as many tables as keeps
+// them under pipelineAnswerBytes, so that Postgres never blocks writing
+// them while the loader blocks writing data.
+//
+// It returns the rows each COPY copied, or the first error and the index
+// of the item it belongs to (-1 when it is the connection's); the items
+// after a failed stream are not sent. A value that cannot be encoded
+// aborts its COPY with CopyFail and comes back as the *valueError. After
+// a failed write the connection is closed: the protocol is mid-message.
+func copyPipelined(ctx context.Context, tx pgx.Tx, items []pipedCopy) (counts []int64, failed int, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, -1, err
+	}
+	pc := tx.Conn().PgConn()
+	// Writes do not watch ctx: a deadline in the past ends a blocked one.
+	stop := context.AfterFunc(ctx, func() { _ = pc.Conn().SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() && err == nil {
+			// ctx ended as the stream finished: the deadline may be set.
+			_ = pc.Conn().Close()
+			err = ctx.Err()
+		}
+	}()
+	counts = make([]int64, len(items))
+	for start := 0; start < len(items); {
+		end, answers := start, 0
+		for end < len(items) && (end == start || answers+copyAnswerBytes(items[end]) <= pipelineAnswerBytes) {
+			answers += copyAnswerBytes(items[end])
+			end++
+		}
+		if failed, err = copyStream(ctx, tx.Conn(), items[start:end], counts[start:end]); err != nil {
+			if failed >= 0 {
+				failed += start
+			}
+			return nil, failed, err
+		}
+		start = end
+	}
+	return counts, -1, nil
+}
+
+// pipelineAnswerBytes bounds what Postgres may have to write back for one
+// stream of COPYs before the loader reads it: well under the smallest
+// socket buffers.
+const pipelineAnswerBytes = 16 << 10
+
+// copyAnswerBytes is at most what Postgres answers to one COPY of a
+// stream: CopyInResponse (a format code per column), then CommandComplete
+// or an error, then ReadyForQuery.
+func copyAnswerBytes(it pipedCopy) int { return 2*len(it.src.names) + 512 }
+
+// copyStream sends items' COPYs in one stream, then reads their results
+// into counts: copyPipelined's unit.
+func copyStream(ctx context.Context, conn *pgx.Conn, items []pipedCopy, counts []int64) (failed int, err error) {
+	pc := conn.PgConn()
+	fe := pc.Frontend()
+	w := copyDataWriter{fe: fe}
+	sent, encFailed := 0, -1
+	var encErr error
+	for i, it := range items {
+		fe.SendQuery(&pgproto3.Query{String: "COPY " + it.table.Sanitize() + " (" + quoteAll(it.src.names) + ") FROM STDIN BINARY"})
+		sent++
+		if encErr = it.src.encode(&w, conn.TypeMap()); encErr != nil {
+			encFailed = i
+			fe.Send(&pgproto3.CopyFail{Message: "segwarehouse could not encode a value"})
+			break
+		}
+		if w.err != nil {
+			break
+		}
+		fe.Send(&pgproto3.CopyDone{})
+	}
+	if w.err == nil {
+		w.err = fe.Flush()
+	}
+	if w.err != nil {
+		_ = pc.Conn().Close()
+		if ctx.Err() != nil {
+			return -1, ctx.Err()
+		}
+		return -1, fmt.Errorf("sending COPY data: %w", w.err)
+	}
+	failed = -1
+	for i := range sent {
+		var itemErr error
+		for done := false; !done; {
+			msg, err := pc.ReceiveMessage(ctx)
+			if err != nil {
+				return -1, err
+			}
+			switch msg := msg.(type) {
+			case *pgproto3.CommandComplete:
+				counts[i] = pgconn.NewCommandTag(string(msg.CommandTag)).RowsAffected()
+			case *pgproto3.ErrorResponse:
+				itemErr = pgconn.ErrorResponseToPgError(msg)
+			case *pgproto3.ReadyForQuery:
+				done = true
+			}
+		}
+		if i == encFailed {
+			itemErr = encErr // Postgres's error is only the echo of CopyFail
+		}
+		if itemErr != nil && failed < 0 {
+			failed, err = i, itemErr
+		}
+		if items[i].done != nil {
+			items[i].done(itemErr)
+		}
+	}
+	return failed, err
+}
+
+// copyDataWriter sends each Write as a CopyData message. rowSource.encode
+// writes chunks of about 64 KiB.
+type copyDataWriter struct {
+	fe  *pgproto3.Frontend
+	err error
+}
+
+func (w *copyDataWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.fe.Send(&pgproto3.CopyData{Data: p})
+	if w.err = w.fe.Flush(); w.err != nil {
+		return 0, w.err
+	}
+	return len(p), nil
 }

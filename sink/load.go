@@ -193,6 +193,18 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 			dropped[ref] = d
 		}
 	}
+	if !dedup && allExact(p, large) {
+		// The fast path's COPYs in one stream (copyPipelined).
+		n, err := l.copyAll(ctx, tx, p, large, uuidTS)
+		if err != nil {
+			return st, err
+		}
+		for i, tr := range large {
+			st.rows += n[i]
+			st.perTable[tr.Table.String()] += n[i]
+		}
+		large = nil
+	}
 	for i, tr := range large {
 		cctx, span := l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
 			attribute.String("db.collection.name", tr.Table.String()), attribute.Int("segwarehouse.rows", len(tr.Rows))))
@@ -224,6 +236,62 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		return st, fmt.Errorf("committing: %w", err)
 	}
 	return st, nil
+}
+
+// allExact reports whether every table of trs has only the loader's own
+// column types.
+func allExact(p *picture, trs []*schema.TableRows) bool {
+	for _, tr := range trs {
+		if !p.exact[tr.Table] {
+			return false
+		}
+	}
+	return true
+}
+
+// copyAll is copyEvents without dedup for all of trs, in one pipelined
+// stream (copyPipelined), each table's COPY still a span of its own. It
+// returns the rows copied per table.
+func (l *Loader) copyAll(ctx context.Context, tx pgx.Tx, p *picture, trs []*schema.TableRows, uuidTS time.Time) ([]int, error) {
+	items := make([]pipedCopy, len(trs))
+	spans := make([]trace.Span, len(trs))
+	for i, tr := range trs {
+		names, types := p.columns(tr)
+		_, spans[i] = l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
+			attribute.String("db.collection.name", tr.Table.String()), attribute.Int("segwarehouse.rows", len(tr.Rows))))
+		items[i] = pipedCopy{
+			table: pgx.Identifier{tr.Table.Schema, tr.Table.Table},
+			src:   newRowSource(tr.Rows, nil, names, types, uuidTS),
+			done: func(err error) {
+				l.endSpan(spans[i], err)
+				spans[i] = nil
+			},
+		}
+	}
+	counts, failed, err := copyPipelined(ctx, tx, items)
+	for _, span := range spans {
+		if span != nil { // never sent, or the stream broke first
+			l.endSpan(span, err)
+		}
+	}
+	if err != nil {
+		what := fmt.Sprintf("copying %d tables", len(trs))
+		if failed >= 0 {
+			what = fmt.Sprintf("copying %d rows into %s", len(trs[failed].Rows), trs[failed].Table)
+		}
+		var pg *pgconn.PgError
+		if errors.As(err, &pg) && pg.Code == pgerrcode.UniqueViolation {
+			return nil, fmt.Errorf("%s: %w", what, errDuplicateID)
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	n := make([]int, len(trs))
+	for i, tr := range trs {
+		if n[i] = int(counts[i]); n[i] != len(tr.Rows) {
+			return nil, fmt.Errorf("copying %d rows into %s: Postgres copied %d", len(tr.Rows), tr.Table, n[i])
+		}
+	}
+	return n, nil
 }
 
 func stalePlan(err error) bool {

@@ -400,11 +400,14 @@ func TestRejectedAndDiscardsWritten(t *testing.T) {
 func TestLoadPoison(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name string
-		bad  schema.Col
+		name  string
+		bad   schema.Col
+		large bool // enough rows for COPY (in one stream) instead of INSERT
 	}{
-		{"NUL in text", col("name", vStr("a\x00b"))},
-		{"timestamp out of range", col("at", vTime(time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)))},
+		{"NUL in text", col("name", vStr("a\x00b")), false},
+		{"timestamp out of range", col("at", vTime(time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC))), false},
+		{"NUL in text, by COPY", col("name", vStr("a\x00b")), true},
+		{"timestamp out of range, by COPY", col("at", vTime(time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC))), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -412,6 +415,16 @@ func TestLoadPoison(t *testing.T) {
 			l, dsn := newLoader(t)
 			claim(t, l, testOwner, 0)
 			good := rec{off: 0, rows: []schema.TableRow{ev("s", "tracks", evRow("ok", t0, 0, col("name", vStr("fine")), col("at", vTime(t0))))}}
+			if tt.large {
+				for i := range smallTableRows + 10 {
+					good.rows = append(good.rows, ev("s", "tracks", evRow(fmt.Sprint("ok", i), t0, 0, col("name", vStr("fine")))))
+				}
+				// A second large table in the same stream.
+				good.rows = append(good.rows, ev("s", "a_first", evRow("first", t0, 0, col("x", vStr("y")))))
+				for i := range smallTableRows + 10 {
+					good.rows = append(good.rows, ev("s", "a_first", evRow(fmt.Sprint("f", i), t0, 0)))
+				}
+			}
 			b := build(testOwner, -1, good, rec{off: 1, rows: []schema.TableRow{
 				ev("s", "tracks", evRow("bad", t0, 1, tt.bad)),
 			}, rejected: []schema.Rejected{{Pos: schema.Pos{Topic: testTopic, Offset: 1}, Raw: []byte("x"), Reason: "r"}}})
@@ -423,7 +436,10 @@ func TestLoadPoison(t *testing.T) {
 			if !errors.As(err, &pe) || !pe.Poison() || !IsPoison(err) || IsRetryable(err) || IsFenced(err) {
 				t.Fatalf("error %v: want poison", err)
 			}
-			for _, table := range []string{"s.tracks", "_segwarehouse.rejected", "_segwarehouse.loads"} {
+			for _, table := range []string{"s.tracks", "s.a_first", "_segwarehouse.rejected", "_segwarehouse.loads"} {
+				if table == "s.a_first" && !tt.large {
+					continue
+				}
 				if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
 					t.Errorf("%s has %d rows after a poison load", table, n)
 				}
