@@ -299,7 +299,7 @@ func ParseTimestamp(s string) (time.Time, bool) {
 
 // parseUTC parses the shape nearly every event's timestamps have,
 // "2006-01-02T15:04:05[.fraction]Z", without time.Parse's generality
-// (about a fifth of its instructions). It accepts only strings that
+// (about a quarter of its instructions). It accepts only strings that
 // time.Parse(time.RFC3339Nano) accepts, and gives the same time; for
 // anything else (an offset, a lowercase z, a bad field) it reports false
 // and ParseTimestamp takes the general path.

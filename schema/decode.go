@@ -770,7 +770,7 @@ const arenaChunk = 32 << 10
 // The copy and the check that b is plain ASCII without a NUL are one pass,
 // eight bytes at a time (the last word overlapping the one before it); a
 // string that is not plain is left to sanitize, which allocates, and the
-// bytes copied for it are given back.
+// arena does not keep the bytes it copied.
 func (a *arena) str(b []byte) string {
 	n := len(b)
 	if n == 0 {
@@ -783,7 +783,7 @@ func (a *arena) str(b []byte) string {
 	dst := a.buf[start : start+n]
 	// A byte with its top bit set, or a zero byte (which borrows through
 	// x-lo into its top bit when no top bit is set), sets its top bit in bad.
-	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	const lo, hi = swarLo, swarHi
 	var bad uint64
 	switch {
 	case n >= 8:

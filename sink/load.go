@@ -193,17 +193,29 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 			dropped[ref] = d
 		}
 	}
-	if !dedup && allExact(p, large) {
-		// The fast path's COPYs in one stream (copyPipelined).
-		n, err := l.copyAll(ctx, tx, p, large, uuidTS)
-		if err != nil {
-			return st, err
+	if !dedup {
+		// The fast path's COPYs go out in pipelined streams, but for
+		// tables with column types the loader did not make (pgx learns
+		// those, a statement each).
+		var piped, rest []*schema.TableRows
+		for _, tr := range large {
+			if p.exact[tr.Table] {
+				piped = append(piped, tr)
+			} else {
+				rest = append(rest, tr)
+			}
 		}
-		for i, tr := range large {
-			st.rows += n[i]
-			st.perTable[tr.Table.String()] += n[i]
+		if len(piped) > 0 {
+			n, err := l.copyAll(ctx, tx, p, piped, uuidTS)
+			if err != nil {
+				return st, err
+			}
+			for i, tr := range piped {
+				st.rows += n[i]
+				st.perTable[tr.Table.String()] += n[i]
+			}
 		}
-		large = nil
+		large = rest
 	}
 	for i, tr := range large {
 		cctx, span := l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
@@ -236,17 +248,6 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		return st, fmt.Errorf("committing: %w", err)
 	}
 	return st, nil
-}
-
-// allExact reports whether every table of trs has only the loader's own
-// column types.
-func allExact(p *picture, trs []*schema.TableRows) bool {
-	for _, tr := range trs {
-		if !p.exact[tr.Table] {
-			return false
-		}
-	}
-	return true
 }
 
 // copyAll is copyEvents without dedup for all of trs, in one pipelined

@@ -461,11 +461,18 @@ func TestLoadIntoForeignTypes(t *testing.T) {
 	pgtest.Exec(t, dsn, `CREATE SCHEMA ext; CREATE TABLE ext.tracks (id varchar(64) PRIMARY KEY, received_at timestamp,
 		uuid_ts timestamptz, n integer, j jsonb, f double precision, s varchar(10));
 		INSERT INTO ext.tracks (id, s) VALUES ('m0', 'old')`)
+	// A large table of the loader's own in the same flush goes by the
+	// pipelined COPY, the foreign one by a COPY of its own.
+	first := []schema.TableRow{ev("ext", "tracks", evRow("m0", t0, 0, col("s", vStr("dup"))))}
+	for i := range smallTableRows + 6 {
+		first = append(first, ev("ext", "big", evRow(fmt.Sprint("b", i), t0, 0, col("k", vInt(int64(i))))))
+	}
 	load(t, l, build(testOwner, -1,
-		rec{off: 0, rows: []schema.TableRow{ev("ext", "tracks", evRow("m0", t0, 0, col("s", vStr("dup"))))}},
+		rec{off: 0, rows: first},
 		rec{off: 1, rows: []schema.TableRow{ev("ext", "tracks", evRow("m1", t0, 1,
 			col("n", vInt(5)), col("j", vStr(`{"a": [1, 2]}`)), col("f", vNum("1.5")), col("s", vStr("new")), col("extra", vBool(true))))}},
 	))
+	wantRows(t, dsn, [][]any{{int64(smallTableRows + 6), int64(smallTableRows+5) * int64(smallTableRows+6) / 2}}, `SELECT count(*), sum(k)::bigint FROM ext.big`)
 	wantRows(t, dsn, [][]any{
 		{"m0", nil, nil, nil, nil, "old", nil, false},
 		{"m1", "2024-05-01 12:00:00", int32(5), `{"a": [1, 2]}`, 1.5, "new", true, true},

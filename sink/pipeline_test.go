@@ -22,13 +22,8 @@ import (
 // cancelled context sends nothing.
 func TestCopyPipelined(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.NewDB(t)
 	ctx := ctxT(t)
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	conn, _ := connectNewDB(t, ctx)
 	for _, tb := range []string{"a", "b", "c"} {
 		if _, err := conn.Exec(ctx, `CREATE TABLE "`+tb+`" (id text PRIMARY KEY, n bigint, note text, uuid_ts timestamptz)`); err != nil {
 			t.Fatal(err)
@@ -145,13 +140,8 @@ func TestCopyPipelined(t *testing.T) {
 // and the tables after a failed stream are not sent.
 func TestCopyPipelinedStreams(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.NewDB(t)
 	ctx := ctxT(t)
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	conn, dsn := connectNewDB(t, ctx)
 	names := []string{"id", "n"}
 	types := []schema.Type{schema.Text, schema.BigInt}
 	perStream := pipelineAnswerBytes / copyAnswerBytes(pipedCopy{src: &rowSource{names: names}})
@@ -234,4 +224,16 @@ func TestCopyPipelinedStreams(t *testing.T) {
 	if n := count(t, dsn, fmt.Sprintf(`SELECT count(*) FROM t%03d`, tables-1)); n != 2 {
 		t.Fatalf("last table holds %d rows, want 2", n)
 	}
+}
+
+// connectNewDB returns a connection to a fresh database, and its DSN.
+func connectNewDB(t *testing.T, ctx context.Context) (*pgx.Conn, string) {
+	t.Helper()
+	dsn := pgtest.NewDB(t)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn, dsn
 }
