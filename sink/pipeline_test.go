@@ -237,3 +237,47 @@ func connectNewDB(t *testing.T, ctx context.Context) (*pgx.Conn, string) {
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn, dsn
 }
+
+// A backend that dies under a stream (an operator's pg_terminate_backend,
+// a failover) fails it with an error the loader retries, never one it
+// would take for a poison record, and leaves the connection closed.
+func TestCopyPipelinedBackendGone(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	conn, dsn := connectNewDB(t, ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE a (id text PRIMARY KEY, n bigint)`); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"id", "n"}
+	types := []schema.Type{schema.Text, schema.BigInt}
+	rows := make([]schema.Row, 20000)
+	for i := range rows {
+		id := fmt.Sprint("r", i)
+		rows[i] = schema.Row{ID: id, Cols: []schema.Col{col("id", vStr(id)), col("n", vInt(int64(i)))}}
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	var killed bool
+	if err := admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID()).Scan(&killed); err != nil || !killed {
+		t.Fatalf("terminating the backend: %v %v", killed, err)
+	}
+	_, failed, err := copyPipelined(ctx, tx, []pipedCopy{{table: pgx.Identifier{"a"}, src: newRowSource(rows, nil, names, types, t0)}})
+	if err == nil {
+		t.Fatal("a stream to a terminated backend succeeded")
+	}
+	if IsPoison(err) || !IsRetryable(err) {
+		t.Fatalf("error %v (table %d): poison %v, retryable %v; want retryable", err, failed, IsPoison(err), IsRetryable(err))
+	}
+	t.Logf("stream to a terminated backend: %v (table %d)", err, failed)
+	_ = tx.Rollback(context.Background())
+	if !conn.IsClosed() {
+		t.Fatal("the connection is still open after its backend died")
+	}
+}
