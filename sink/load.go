@@ -276,15 +276,10 @@ func (l *Loader) copyAll(ctx context.Context, tx pgx.Tx, p *picture, trs []*sche
 		}
 	}
 	if err != nil {
-		what := fmt.Sprintf("copying %d tables", len(trs))
-		if failed >= 0 {
-			what = fmt.Sprintf("copying %d rows into %s", len(trs[failed].Rows), trs[failed].Table)
+		if failed < 0 {
+			return nil, copyFailed(fmt.Sprintf("copying %d tables", len(trs)), err)
 		}
-		var pg *pgconn.PgError
-		if errors.As(err, &pg) && pg.Code == pgerrcode.UniqueViolation {
-			return nil, fmt.Errorf("%s: %w", what, errDuplicateID)
-		}
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return nil, copyFailed(fmt.Sprintf("copying %d rows into %s", len(trs[failed].Rows), trs[failed].Table), err)
 	}
 	n := make([]int, len(trs))
 	for i, tr := range trs {
@@ -293,6 +288,17 @@ func (l *Loader) copyAll(ctx context.Context, tx pgx.Tx, p *picture, trs []*sche
 		}
 	}
 	return n, nil
+}
+
+// copyFailed is a failed COPY of the fast path: a unique violation (a
+// producer duplicate) becomes errDuplicateID, which sends the flush to
+// the dedup path.
+func copyFailed(what string, err error) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Code == pgerrcode.UniqueViolation {
+		return fmt.Errorf("%s: %w", what, errDuplicateID)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func stalePlan(err error) bool {
@@ -385,12 +391,9 @@ func (l *Loader) copyEvents(ctx context.Context, tx pgx.Tx, p *picture, tr *sche
 
 	if !dedup {
 		n, err := copyRows(ctx, tx, target, src, exact)
-		var pg *pgconn.PgError
 		switch {
-		case errors.As(err, &pg) && pg.Code == pgerrcode.UniqueViolation:
-			return 0, nil, fmt.Errorf("copying %d rows into %s: %w", len(tr.Rows), tr.Table, errDuplicateID)
 		case err != nil:
-			return 0, nil, fmt.Errorf("copying %d rows into %s: %w", len(tr.Rows), tr.Table, err)
+			return 0, nil, copyFailed(fmt.Sprintf("copying %d rows into %s", len(tr.Rows), tr.Table), err)
 		case int(n) != len(tr.Rows):
 			return 0, nil, fmt.Errorf("copying %d rows into %s: Postgres copied %d", len(tr.Rows), tr.Table, n)
 		}

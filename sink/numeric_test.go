@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/segwarehouse/segwarehouse/internal/pgtest"
 )
 
@@ -37,16 +35,13 @@ func TestAppendNumericMatchesPostgres(t *testing.T) {
 	}
 	dsn := pgtest.NewDB(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := pgtest.Connect(t, ctx, dsn)
 	if _, err := conn.Exec(ctx, `CREATE TABLE n (i int, v numeric)`); err != nil {
 		t.Fatal(err)
 	}
 	// Binary COPY stream by hand: header, rows, trailer.
 	var buf []byte
+	var err error
 	buf = append(buf, "PGCOPY\n\xff\r\n\x00"...)
 	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0)
 	for i, lit := range lits {

@@ -23,7 +23,7 @@ import (
 func TestCopyPipelined(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	conn, _ := connectNewDB(t, ctx)
+	conn := pgtest.Connect(t, ctx, pgtest.NewDB(t))
 	for _, tb := range []string{"a", "b", "c"} {
 		if _, err := conn.Exec(ctx, `CREATE TABLE "`+tb+`" (id text PRIMARY KEY, n bigint, note text, uuid_ts timestamptz)`); err != nil {
 			t.Fatal(err)
@@ -141,7 +141,8 @@ func TestCopyPipelined(t *testing.T) {
 func TestCopyPipelinedStreams(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	conn, dsn := connectNewDB(t, ctx)
+	dsn := pgtest.NewDB(t)
+	conn := pgtest.Connect(t, ctx, dsn)
 	names := []string{"id", "n"}
 	types := []schema.Type{schema.Text, schema.BigInt}
 	perStream := pipelineAnswerBytes / copyAnswerBytes(pipedCopy{src: &rowSource{names: names}})
@@ -226,25 +227,14 @@ func TestCopyPipelinedStreams(t *testing.T) {
 	}
 }
 
-// connectNewDB returns a connection to a fresh database, and its DSN.
-func connectNewDB(t *testing.T, ctx context.Context) (*pgx.Conn, string) {
-	t.Helper()
-	dsn := pgtest.NewDB(t)
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn, dsn
-}
-
 // A backend that dies under a stream (an operator's pg_terminate_backend,
 // a failover) fails it with an error the loader retries, never one it
 // would take for a poison record, and leaves the connection closed.
 func TestCopyPipelinedBackendGone(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	conn, dsn := connectNewDB(t, ctx)
+	dsn := pgtest.NewDB(t)
+	conn := pgtest.Connect(t, ctx, dsn)
 	if _, err := conn.Exec(ctx, `CREATE TABLE a (id text PRIMARY KEY, n bigint)`); err != nil {
 		t.Fatal(err)
 	}
@@ -259,14 +249,8 @@ func TestCopyPipelinedBackendGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(context.Background())
-	var killed bool
-	if err := admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID()).Scan(&killed); err != nil || !killed {
-		t.Fatalf("terminating the backend: %v %v", killed, err)
+	if got := pgtest.Query(t, dsn, `SELECT pg_terminate_backend($1)`, conn.PgConn().PID()); got[0][0] != true {
+		t.Fatalf("terminating the backend: %v", got)
 	}
 	_, failed, err := copyPipelined(ctx, tx, []pipedCopy{{table: pgx.Identifier{"a"}, src: newRowSource(rows, nil, names, types, t0)}})
 	if err == nil {

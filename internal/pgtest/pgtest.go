@@ -75,6 +75,15 @@ func NewDB(t testing.TB) (dsn string) {
 	return withDatabase(t, AdminURL(), name)
 }
 
+// Connect returns a connection to dsn (a database from NewDB), closed
+// when the test ends.
+func Connect(t testing.TB, ctx context.Context, dsn string) *pgx.Conn {
+	t.Helper()
+	c := connect(t, ctx, dsn)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
 func connect(t testing.TB, ctx context.Context, dsn string) *pgx.Conn {
 	t.Helper()
 	c, err := pgx.Connect(ctx, dsn)
