@@ -127,6 +127,7 @@ type loadStats struct {
 	rows     int
 	perTable map[string]int
 	discards int
+	temps    map[schema.TableRef]string // the merges' temporary tables (see mergeTemp)
 }
 
 // write runs the data transaction.
@@ -151,6 +152,7 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = tx.Rollback(rctx)
+		forgetTemps(rctx, conn.Conn())
 		if stalePlan(err) {
 			// pgx caches statement descriptions per connection; a table
 			// recreated with other column types needs them dropped.
@@ -247,6 +249,7 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 	if err != nil {
 		return st, fmt.Errorf("committing: %w", err)
 	}
+	rememberTemps(conn.Conn(), st.temps)
 	return st, nil
 }
 

@@ -1,0 +1,123 @@
+package sink
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segwarehouse/segwarehouse/internal/pgtest"
+	"github.com/segwarehouse/segwarehouse/schema"
+)
+
+// The merges' temporary tables stay with the connection, one per merge
+// table: a table that gains a column gets a new one and the older one is
+// dropped, rows never survive a commit, and a failed flush leaves none
+// behind to be reused.
+func TestMergeTempTables(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDB(t)
+	cfg := testConfig(dsn)
+	cfg.MaxConns = 1 // every flush on the same connection
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := New(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("sink.New: %v", err)
+	}
+	t.Cleanup(l.Close)
+	claim(t, l, testOwner, 0)
+
+	acct := func(groupID string, recv time.Time, msgID string, cols ...schema.Col) schema.TableRow {
+		row := evRow(groupID, recv, 0, cols...)
+		row.Key = schema.MergeKey(recv, msgID)
+		return schema.TableRow{Table: schema.TableRef{Schema: "s", Table: "accounts"}, Merge: true, Row: row}
+	}
+	// temps returns the names of the merge temporary tables in the
+	// database (the loader's one connection holds them), sorted.
+	temps := func() []string {
+		t.Helper()
+		var names []string
+		for _, r := range pgtest.Query(t, dsn, `SELECT relname::text FROM pg_class
+			WHERE relname LIKE 'segwh\_merge\_%' AND relkind = 'r' AND relpersistence = 't' ORDER BY relname`) {
+			names = append(names, r[0].(string))
+		}
+		return names
+	}
+
+	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{
+		userRow("s", "u1", t0, "m1", col("name", vStr("Ann"))),
+		acct("g1", t0, "a1", col("name", vStr("Initech"))),
+	}}))
+	first := temps()
+	if len(first) != 2 {
+		t.Fatalf("after the first merge: temporary tables %q, want one for users and one for accounts", first)
+	}
+
+	// Same shapes: the same tables serve again, and hold no rows from
+	// the previous flush: u1, deleted by hand, must not come back.
+	pgtest.Exec(t, dsn, `DELETE FROM s.users WHERE id = 'u1'`)
+	load(t, l, build(testOwner, 1, rec{off: 1, rows: []schema.TableRow{
+		userRow("s", "u2", t0, "m2", col("name", vStr("Bo"))),
+	}}))
+	if got := temps(); strings.Join(got, ",") != strings.Join(first, ",") {
+		t.Fatalf("same shapes: temporary tables %q, want %q again", got, first)
+	}
+	wantRows(t, dsn, [][]any{{"u2", "Bo"}}, `SELECT id, name FROM s.users ORDER BY id`)
+
+	// users gains a column: a new temporary table for it, the older one
+	// gone; accounts' unchanged.
+	load(t, l, build(testOwner, 2, rec{off: 2, rows: []schema.TableRow{
+		userRow("s", "u1", t0.Add(time.Minute), "m3", col("plan", vStr("pro"))),
+		acct("g1", t0.Add(time.Minute), "a2", col("name", vStr("Initrode"))),
+	}}))
+	second := temps()
+	if len(second) != 2 || strings.Join(second, ",") == strings.Join(first, ",") {
+		t.Fatalf("after users gained a column: temporary tables %q, want two, one of them new (before: %q)", second, first)
+	}
+	kept := 0
+	for _, n := range second {
+		for _, o := range first {
+			if n == o {
+				kept++
+			}
+		}
+	}
+	if kept != 1 {
+		t.Fatalf("after users gained a column: temporary tables %q share %d names with %q, want 1 (accounts')", second, kept, first)
+	}
+	wantRows(t, dsn, [][]any{{"u1", nil, "pro"}, {"u2", "Bo", nil}}, `SELECT id, name, plan FROM s.users ORDER BY id`)
+	wantRows(t, dsn, [][]any{{"g1", "Initrode"}}, `SELECT id, name FROM s.accounts`)
+
+	// A flush that fails after its merge (the loads history row refused)
+	// rolls back; the connection then holds no temporary table, and the
+	// same flush written again merges as if nothing had happened.
+	pgtest.Exec(t, dsn, `CREATE TABLE public.fail_loads (x int);
+		INSERT INTO public.fail_loads VALUES (1);
+		CREATE FUNCTION public.refuse_load() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF EXISTS (SELECT 1 FROM public.fail_loads) THEN RAISE EXCEPTION 'refused by the test'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON _segwarehouse.loads FOR EACH ROW EXECUTE FUNCTION public.refuse_load()`)
+	failing := func() *schema.Batch {
+		return build(testOwner, 3, rec{off: 3, rows: []schema.TableRow{
+			userRow("s", "u2", t0.Add(time.Minute), "m4", col("email", vStr("bo@example.com"))),
+		}})
+	}
+	err = l.Load(ctxT(t), failing())
+	if err == nil || !strings.Contains(err.Error(), "refused by the test") {
+		t.Fatalf("Load with the loads row refused: %v, want the trigger's error", err)
+	}
+	if got := temps(); len(got) != 0 {
+		t.Fatalf("after a failed flush: temporary tables %q, want none", got)
+	}
+	pgtest.Exec(t, dsn, `DELETE FROM public.fail_loads`)
+	load(t, l, failing())
+	if got := temps(); len(got) != 1 {
+		t.Fatalf("after the flush written again: temporary tables %q, want one (users')", got)
+	}
+	wantRows(t, dsn, [][]any{{"u1", nil, "pro", nil}, {"u2", "Bo", nil, "bo@example.com"}},
+		`SELECT id, name, plan, email FROM s.users ORDER BY id`)
+	wantRows(t, dsn, [][]any{{int64(4)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
+}
