@@ -196,7 +196,7 @@ func mergeInto(dst *Row, keys map[string]string, src *Row) {
 // is the latest of the two, since keys begin with received_at. Neither input is modified.
 func MergeRow(stored []Col, storedKeys map[string]string, in Row, inKeys map[string]string) ([]Col, map[string]string) {
 	out := make([]Col, 0, len(stored)+len(in.Cols))
-	keys := make(map[string]string, len(storedKeys)+len(inKeys))
+	keys := make(map[string]string, len(storedKeys)+len(in.Cols))
 	for k, v := range storedKeys {
 		keys[k] = v
 	}

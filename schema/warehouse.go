@@ -45,6 +45,17 @@ func (t *TableDef) Position(name string) (int, bool) {
 	return i, ok
 }
 
+// ColumnName returns the table's own copy of the column name spelled by b,
+// and whether the table has it: a reader of stored names can share the
+// table's strings instead of allocating its own.
+func (t *TableDef) ColumnName(b []byte) (string, bool) {
+	i, ok := t.index[string(b)]
+	if !ok {
+		return "", false
+	}
+	return t.Cols[i].Name, true
+}
+
 // Warehouse is the in-memory picture of a warehouse: tables and their
 // ordered, typed columns. It is not safe for concurrent use; the sink guards
 // it.
