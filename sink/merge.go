@@ -145,8 +145,19 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		st.temps[m.tr.Table] = m.tmp
 	}
 
-	upserts := &pgx.Batch{}
-	var queued []*mergeTable
+	// The rows each merge table writes go into its temporary table: for
+	// tables with only the loader's column types, all in one pipelined
+	// stream (one round trip), for others one COPY each.
+	type mergeCopy struct {
+		m     *mergeTable
+		final int
+		names []string
+		ids   []string
+		keys  []string
+	}
+	var copies []mergeCopy
+	var piped []pipedCopy
+	var pipedOf []int // index in copies of each piped item
 	for _, m := range mts {
 		final := make([][]schema.Col, 0, len(m.tr.Rows))
 		ids := make([]string, 0, len(m.tr.Rows))
@@ -181,28 +192,52 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		names, types := copyColumns(m.def, rowsOf(final))
 		src := newRowSource(nil, final, names, types, uuidTS)
 		tmp := pgx.Identifier{"pg_temp", m.tmp}
-		n, err := copyRows(ctx, tx, tmp, src, p.exact[m.tr.Table])
+		if p.exact[m.tr.Table] {
+			piped = append(piped, pipedCopy{table: tmp, src: src})
+			pipedOf = append(pipedOf, len(copies))
+		} else {
+			n, err := copyRows(ctx, tx, tmp, src, false)
+			if err != nil {
+				return fmt.Errorf("copying %d rows for a merge into %s: %w", len(final), m.tr.Table, err)
+			}
+			if int(n) != len(final) {
+				return fmt.Errorf("copying %d rows for a merge into %s: Postgres copied %d", len(final), m.tr.Table, n)
+			}
+		}
+		copies = append(copies, mergeCopy{m: m, final: len(final), names: names, ids: ids, keys: keys})
+	}
+	if len(piped) > 0 {
+		counts, failed, err := copyPipelined(ctx, tx, piped)
 		if err != nil {
-			return fmt.Errorf("copying %d rows for a merge into %s: %w", len(final), m.tr.Table, err)
+			if failed < 0 {
+				return fmt.Errorf("copying the rows of %d merges: %w", len(piped), err)
+			}
+			c := copies[pipedOf[failed]]
+			return fmt.Errorf("copying %d rows for a merge into %s: %w", c.final, c.m.tr.Table, err)
 		}
-		if int(n) != len(final) {
-			return fmt.Errorf("copying %d rows for a merge into %s: Postgres copied %d", len(final), m.tr.Table, n)
+		for i, n := range counts {
+			if c := copies[pipedOf[i]]; int(n) != c.final {
+				return fmt.Errorf("copying %d rows for a merge into %s: Postgres copied %d", c.final, c.m.tr.Table, n)
+			}
 		}
-		upserts.Queue(upsertSQL(m.tr.Table, tmp.Sanitize(), names))
+	}
+	if len(copies) == 0 {
+		return nil
+	}
+	upserts := &pgx.Batch{}
+	for _, c := range copies {
+		upserts.Queue(upsertSQL(c.m.tr.Table, pgx.Identifier{"pg_temp", c.m.tmp}.Sanitize(), c.names))
 		upserts.Queue(`INSERT INTO `+l.mergeState+` (schema_name, table_name, id, keys)
 			SELECT $1, $2, u.id, u.keys FROM unnest($3::text[], $4::jsonb[]) AS u(id, keys)
 			ON CONFLICT (schema_name, table_name, id) DO UPDATE SET keys = EXCLUDED.keys`,
-			m.tr.Table.Schema, m.tr.Table.Table, ids, keys)
-		queued = append(queued, m)
-		st.rows += len(final)
-		st.perTable[m.tr.Table.String()] += len(final)
-	}
-	if len(queued) == 0 {
-		return nil
+			c.m.tr.Table.Schema, c.m.tr.Table.Table, c.ids, c.keys)
+		st.rows += c.final
+		st.perTable[c.m.tr.Table.String()] += c.final
 	}
 	br = tx.SendBatch(ctx, upserts)
 	defer br.Close()
-	for _, m := range queued {
+	for _, c := range copies {
+		m := c.m
 		if _, err := br.Exec(); err != nil {
 			return fmt.Errorf("merging rows into %s: %w", m.tr.Table, err)
 		}

@@ -121,3 +121,31 @@ func TestMergeTempTables(t *testing.T) {
 		`SELECT id, name, plan, email FROM s.users ORDER BY id`)
 	wantRows(t, dsn, [][]any{{int64(4)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
 }
+
+// A merge table with column types the loader did not make (pgx learns
+// them, a COPY of its own) merges beside one of the loader's own (the
+// pipelined COPY) in the same flush.
+func TestMergeIntoForeignTypes(t *testing.T) {
+	t.Parallel()
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	pgtest.Exec(t, dsn, `CREATE SCHEMA m; CREATE TABLE m.users (id varchar(64) PRIMARY KEY, received_at timestamptz,
+		uuid_ts timestamptz, plan varchar(20), logins integer)`)
+	acct := func(groupID string, recv time.Time, msgID string, cols ...schema.Col) schema.TableRow {
+		row := evRow(groupID, recv, 0, cols...)
+		row.Key = schema.MergeKey(recv, msgID)
+		return schema.TableRow{Table: schema.TableRef{Schema: "m", Table: "accounts"}, Merge: true, Row: row}
+	}
+	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{
+		userRow("m", "u1", t0, "x1", col("plan", vStr("pro")), col("logins", vInt(3))),
+		userRow("m", "u2", t0, "x2", col("plan", vStr("free"))),
+		acct("g1", t0, "a1", col("name", vStr("Initech")), col("employees", vInt(329))),
+	}}))
+	load(t, l, build(testOwner, 1, rec{off: 1, rows: []schema.TableRow{
+		userRow("m", "u1", t0.Add(time.Minute), "x3", col("plan", vStr("max"))),
+		userRow("m", "u2", t0.Add(-time.Minute), "x4", col("plan", vStr("older")), col("logins", vInt(1))),
+		acct("g1", t0.Add(time.Minute), "a2", col("employees", vInt(330))),
+	}}))
+	wantRows(t, dsn, [][]any{{"u1", "max", int32(3)}, {"u2", "free", int32(1)}}, `SELECT id, plan, logins FROM m.users ORDER BY id`)
+	wantRows(t, dsn, [][]any{{"g1", "Initech", int64(330)}}, `SELECT id, name, employees FROM m.accounts`)
+}
