@@ -29,8 +29,9 @@ import (
 // loader) takes every incoming value. The result does not depend on the
 // order calls arrive in, across batches or within one.
 //
-// Round trips: one for all locks and reads, then per table a COPY, then
-// one for all upserts.
+// Round trips: one for all locks and reads, one for the COPYs into the
+// temporary tables (pipelined; a table with column types the loader did
+// not make takes a COPY of its own), one for all upserts.
 //
 // The temporary tables stay with the connection (see mergeTemp); the
 // names used are recorded in st.temps, for write to remember once the
