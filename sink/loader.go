@@ -64,7 +64,8 @@ var (
 	ddlLockKey = lockKey("segwarehouse", "ddl")
 )
 
-// lockKey derives a 64-bit advisory lock key from names.
+// lockKey derives a 64-bit advisory lock key from names (also the hash in
+// the merges' temporary table names, mergeTemp).
 func lockKey(parts ...string) int64 {
 	h := fnv.New64a()
 	for _, p := range parts {

@@ -3,9 +3,9 @@ package sink
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -268,19 +268,15 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 // committed merges used.
 const connTempsKey = "segwarehouse.merge_temps"
 
-// mergeTemp names the temporary table a merge into def goes through.
+// mergeTemp names the temporary table a merge into def goes through: a
+// hash (lockKey's) of the table and its columns' names and types.
 func mergeTemp(def *schema.TableDef) string {
-	h := fnv.New64a()
-	for _, part := range []string{def.Ref.Schema, def.Ref.Table} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
+	parts := make([]string, 0, 2+2*len(def.Cols))
+	parts = append(parts, def.Ref.Schema, def.Ref.Table)
 	for _, c := range def.Cols {
-		h.Write([]byte(c.Name))
-		h.Write([]byte{0})
-		h.Write([]byte{byte(c.Type), 0})
+		parts = append(parts, c.Name, strconv.Itoa(int(c.Type)))
 	}
-	return fmt.Sprintf("segwh_merge_%016x", h.Sum64())
+	return fmt.Sprintf("segwh_merge_%016x", uint64(lockKey(parts...)))
 }
 
 // connTemps returns the merge temporary tables c holds, per target table.
