@@ -1,9 +1,13 @@
 package main
 
 import (
+	"errors"
+	"io"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseProcStat(t *testing.T) {
@@ -138,6 +142,80 @@ func TestCPUCeiling(t *testing.T) {
 	} {
 		if got := r.cpuCeiling(2); got != 0 {
 			t.Errorf("%s: cpuCeiling = %v, want 0", name, got)
+		}
+	}
+}
+
+// fakeLoader is a runningLoader with set figures.
+type fakeLoader struct {
+	cpu     float64
+	rss     int64
+	done    chan struct{}
+	stopErr error
+	stopped bool
+	log     string
+}
+
+func (f *fakeLoader) CPU() (float64, error)   { return f.cpu, nil }
+func (f *fakeLoader) PeakRSS() (int64, error) { return f.rss, nil }
+func (f *fakeLoader) Done() <-chan struct{}   { return f.done }
+func (f *fakeLoader) Log() string             { return f.log }
+func (f *fakeLoader) Stop() error {
+	f.stopped = true
+	return f.stopErr
+}
+
+// Replicas count as one loader: CPU summed, RSS the largest, done when
+// one stops, every one stopped even when one fails to.
+func TestReplicaSet(t *testing.T) {
+	a := &fakeLoader{cpu: 1.5, rss: 100, done: make(chan struct{}), stopErr: errors.New("would not stop"), log: "log a\n"}
+	b := &fakeLoader{cpu: 2.25, rss: 300, done: make(chan struct{}), log: "log b\n"}
+	r := newReplicaSet([]runningLoader{a, b})
+	if cpu, err := r.CPU(); err != nil || cpu != 3.75 {
+		t.Errorf("CPU = %v, %v; want 3.75", cpu, err)
+	}
+	if rss, err := r.PeakRSS(); err != nil || rss != 300 {
+		t.Errorf("PeakRSS = %v, %v; want 300", rss, err)
+	}
+	select {
+	case <-r.Done():
+		t.Fatal("done before any replica stopped")
+	default:
+	}
+	close(b.done)
+	select {
+	case <-r.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not done after a replica stopped")
+	}
+	err := r.Stop()
+	if !a.stopped || !b.stopped {
+		t.Errorf("stopped a %v, b %v; want both", a.stopped, b.stopped)
+	}
+	if err == nil || !strings.Contains(err.Error(), "replica 1: would not stop") {
+		t.Errorf("Stop = %v, want replica 1's error", err)
+	}
+	if got := r.Log(); !strings.Contains(got, "--- replica 1\nlog a") || !strings.Contains(got, "--- replica 2\nlog b") {
+		t.Errorf("Log = %q, want both logs under their numbers", got)
+	}
+}
+
+func TestParseFlagsReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"-replicas", "2"}, true},
+		{[]string{"-replicas", "0"}, false},
+		{[]string{"-replicas", "7"}, false}, // more than the partitions
+		{[]string{"-replicas", "2", "-cpuprofile", "x.prof"}, false},
+	} {
+		o, err := parseFlags(tc.args, io.Discard)
+		if (err == nil) != tc.ok {
+			t.Errorf("parseFlags(%q): %v, want ok %v", tc.args, err, tc.ok)
+		}
+		if err == nil && o.replicas != 2 {
+			t.Errorf("parseFlags(%q): replicas %d, want 2", tc.args, o.replicas)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -250,6 +251,76 @@ func (l *inProcessLoader) Stop() error {
 		return fmt.Errorf("writing the CPU profile: %w", perr)
 	}
 	return nil
+}
+
+// replicaSet is loaders running side by side in one consumer group, seen
+// as one: CPU summed, peak RSS the largest one's (each is a pod of its
+// own), done as soon as any of them stops (none should before Stop).
+type replicaSet struct {
+	set  []runningLoader
+	done chan struct{}
+}
+
+func newReplicaSet(set []runningLoader) *replicaSet {
+	r := &replicaSet{set: set, done: make(chan struct{})}
+	var once sync.Once
+	for _, l := range set {
+		go func() {
+			<-l.Done()
+			once.Do(func() { close(r.done) })
+		}()
+	}
+	return r
+}
+
+func (r *replicaSet) CPU() (float64, error) {
+	var sum float64
+	for _, l := range r.set {
+		c, err := l.CPU()
+		if err != nil {
+			return 0, err
+		}
+		sum += c
+	}
+	return sum, nil
+}
+
+func (r *replicaSet) PeakRSS() (int64, error) {
+	var peak int64
+	for _, l := range r.set {
+		rss, err := l.PeakRSS()
+		if err != nil {
+			return 0, err
+		}
+		peak = max(peak, rss)
+	}
+	return peak, nil
+}
+
+func (r *replicaSet) Done() <-chan struct{} { return r.done }
+
+// Stop stops every replica, also after one failed to stop.
+func (r *replicaSet) Stop() error {
+	errs := make([]error, len(r.set))
+	var wg sync.WaitGroup
+	for i, l := range r.set {
+		wg.Go(func() {
+			if err := l.Stop(); err != nil {
+				errs[i] = fmt.Errorf("replica %d: %w", i+1, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Log returns the end of every replica's log, each under its number.
+func (r *replicaSet) Log() string {
+	var b strings.Builder
+	for i, l := range r.set {
+		fmt.Fprintf(&b, "--- replica %d\n%s", i+1, l.Log())
+	}
+	return b.String()
 }
 
 // mergeEnv returns environ with the variables of set replacing or

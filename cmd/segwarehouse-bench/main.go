@@ -26,7 +26,12 @@
 // Usage:
 //
 //	segwarehouse-bench [-workloads a,b,c,d] [-baselines a,b] [-events N] [-quick]
-//	                   [-cpuprofile FILE] [-bin bin/segwarehouse] [-keep]
+//	                   [-cpuprofile FILE] [-bin bin/segwarehouse] [-keep] [-replicas N]
+//
+// -replicas runs N loader processes in one consumer group, as N pods
+// would run on this one machine: the partitions are split between them,
+// and so are the flushes in Postgres. CPU is their sum, peak RSS the
+// largest one's.
 //
 // -cpuprofile runs the loader's packages in this process instead of the
 // binary (which has no profile hook): its CPU then includes the broker's,
@@ -81,6 +86,7 @@ type options struct {
 	timeout    time.Duration
 	keep       bool
 	seed       uint64
+	replicas   int
 }
 
 // parseFlags parses args. -quick shrinks the sizes that were not given.
@@ -104,6 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "longest one loader run may take")
 	fs.BoolVar(&o.keep, "keep", false, "keep the databases (their names are printed)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the sample generators")
+	fs.IntVar(&o.replicas, "replicas", 1, "loader processes in one consumer group (the partitions are split between them, as between pods)")
 	if err = fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -135,6 +142,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.events <= 0 || o.backlog <= 0 || o.rate <= 0 || o.duration <= 0 || o.names <= 0 {
 		return nil, fmt.Errorf("-events, -backlog, -rate, -duration and -names must be positive")
+	}
+	if o.replicas < 1 || o.replicas > partitions {
+		return nil, fmt.Errorf("-replicas must be between 1 and the topic's %d partitions, got %d", partitions, o.replicas)
+	}
+	if o.replicas > 1 && o.cpuprofile != "" {
+		return nil, fmt.Errorf("-replicas and -cpuprofile do not go together: a profile runs one loader in this process")
 	}
 	return o, nil
 }
@@ -228,7 +241,7 @@ func describeRun(ctx context.Context, o *options, srv *server) (header, error) {
 	return header{
 		machine: machine(), loadavg: loadAverage(), pgVersion: version, pgSettings: settings,
 		loaderBin: o.bin, loaderVer: binaryVersion(o.bin), loaderSettings: loaderSettings(o.bin),
-		inProcess: o.cpuprofile != "",
+		inProcess: o.cpuprofile != "", replicas: o.replicas,
 	}, nil
 }
 
@@ -275,7 +288,8 @@ func runWorkload(ctx context.Context, o *options, srv *server, w workload, tmp s
 		ends, err := endOffsets(ctx, cl)
 		return p, ends, err
 	}
-	plan := loaderPlan{bin: o.bin, env: loaderEnv(cluster.ListenAddrs(), db.dsn), logPath: filepath.Join(tmp, "loader-"+w.name+".log")}
+	plan := loaderPlan{bin: o.bin, env: loaderEnv(cluster.ListenAddrs(), db.dsn), logPath: filepath.Join(tmp, "loader-"+w.name+".log"),
+		replicas: o.replicas}
 	r := &result{w: w}
 	if o.cpuprofile != "" {
 		plan.bin = ""

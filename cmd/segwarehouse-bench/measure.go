@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -171,10 +172,11 @@ type loaderRun struct {
 
 // loaderPlan is how to start the loader for one run.
 type loaderPlan struct {
-	bin     string // the built binary; "" runs the loader in process
-	env     map[string]string
-	logPath string
-	profile string // CPU profile file of an in-process run
+	bin      string // the built binary; "" runs the loader in process
+	env      map[string]string
+	logPath  string
+	profile  string // CPU profile file of an in-process run
+	replicas int    // child processes in one group; 0 or 1: one
 }
 
 // start starts the loader.
@@ -182,7 +184,22 @@ func (p loaderPlan) start() (runningLoader, error) {
 	if p.bin == "" {
 		return startInProcess(p.env, p.logPath, p.profile)
 	}
-	return startChild(p.bin, p.env, p.logPath)
+	if p.replicas <= 1 {
+		return startChild(p.bin, p.env, p.logPath)
+	}
+	var set []runningLoader
+	for i := range p.replicas {
+		logPath := strings.TrimSuffix(p.logPath, ".log") + fmt.Sprintf("-%d.log", i+1)
+		l, err := startChild(p.bin, p.env, logPath)
+		if err != nil {
+			for _, started := range set {
+				_ = started.Stop()
+			}
+			return nil, err
+		}
+		set = append(set, l)
+	}
+	return newReplicaSet(set), nil
 }
 
 // runLoader starts the loader on db, produces the stream while it runs

@@ -48,6 +48,7 @@ type header struct {
 	loaderBin, loaderVer string
 	loaderSettings       []string
 	inProcess            bool
+	replicas             int
 }
 
 // printHeader prints the machine and the settings used.
@@ -57,6 +58,9 @@ func printHeader(w io.Writer, h header) {
 	fmt.Fprintf(w, "postgres:  %s\n", h.pgVersion)
 	fmt.Fprintf(w, "           %s\n", strings.Join(h.pgSettings, " "))
 	how := "separate process"
+	if h.replicas > 1 {
+		how = fmt.Sprintf("%d separate processes in one consumer group (CPU summed, peak RSS the largest one's)", h.replicas)
+	}
 	if h.inProcess {
 		how = "IN THE BENCHMARK'S PROCESS (-cpuprofile): its CPU includes the broker's, no RSS"
 	}
