@@ -1,23 +1,22 @@
 package sink
 
 import (
-	"sync/atomic"
-
 	"context"
 	"errors"
 	"fmt"
-	"github.com/exaring/otelpgx"
-	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 	"hash/fnv"
 	"log/slog"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/segwarehouse/segwarehouse/schema"
 )
