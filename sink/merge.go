@@ -150,11 +150,12 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 	// tables with only the loader's column types, all in one pipelined
 	// stream (one round trip), for others one COPY each.
 	type mergeCopy struct {
-		m     *mergeTable
-		final int
-		names []string
-		ids   []string
-		keys  []string
+		m      *mergeTable
+		final  int   // rows sent
+		copied int64 // rows Postgres copied
+		names  []string
+		ids    []string
+		keys   []string
 	}
 	var copies []mergeCopy
 	var piped []pipedCopy
@@ -193,19 +194,17 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		names, types := copyColumns(m.def, rowsOf(final))
 		src := newRowSource(nil, final, names, types, uuidTS)
 		tmp := pgx.Identifier{"pg_temp", m.tmp}
+		c := mergeCopy{m: m, final: len(final), names: names, ids: ids, keys: keys}
 		if p.exact[m.tr.Table] {
 			piped = append(piped, pipedCopy{table: tmp, src: src})
 			pipedOf = append(pipedOf, len(copies))
 		} else {
-			n, err := copyRows(ctx, tx, tmp, src, false)
-			if err != nil {
-				return fmt.Errorf("copying %d rows for a merge into %s: %w", len(final), m.tr.Table, err)
-			}
-			if int(n) != len(final) {
-				return fmt.Errorf("copying %d rows for a merge into %s: Postgres copied %d", len(final), m.tr.Table, n)
+			var err error
+			if c.copied, err = copyRows(ctx, tx, tmp, src, false); err != nil {
+				return fmt.Errorf("copying %d rows for a merge into %s: %w", c.final, m.tr.Table, err)
 			}
 		}
-		copies = append(copies, mergeCopy{m: m, final: len(final), names: names, ids: ids, keys: keys})
+		copies = append(copies, c)
 	}
 	if len(piped) > 0 {
 		counts, failed, err := copyPipelined(ctx, tx, piped)
@@ -217,13 +216,16 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 			return fmt.Errorf("copying %d rows for a merge into %s: %w", c.final, c.m.tr.Table, err)
 		}
 		for i, n := range counts {
-			if c := copies[pipedOf[i]]; int(n) != c.final {
-				return fmt.Errorf("copying %d rows for a merge into %s: Postgres copied %d", c.final, c.m.tr.Table, n)
-			}
+			copies[pipedOf[i]].copied = n
 		}
 	}
 	if len(copies) == 0 {
 		return nil
+	}
+	for _, c := range copies {
+		if c.copied != int64(c.final) {
+			return fmt.Errorf("copying %d rows for a merge into %s: Postgres copied %d", c.final, c.m.tr.Table, c.copied)
+		}
 	}
 	upserts := &pgx.Batch{}
 	for _, c := range copies {
