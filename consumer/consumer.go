@@ -212,7 +212,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if fences > 1 {
 			wait = backoff(fences - 1)
 		}
-		c.log.Info("flush fenced by another loader; rejoining the group and restarting every partition from Postgres", "err", err, "dur", wait)
+		c.log.Info("flush fenced: another loader owns a partition, or the offsets table went back; rejoining the group and restarting every partition from Postgres", "err", err, "dur", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

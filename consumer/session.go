@@ -251,8 +251,10 @@ func (s *session) shutdown() error {
 		s.commitDirty(s.flightCtx)
 		return nil
 	case isFenced(err):
-		// Another loader owns a partition now; it resumes from Postgres.
-		s.c.log.Info("final flush fenced by another loader; its records are left to the partitions' new owners", "err", err)
+		// Another loader owns a partition now, or the offsets table went
+		// back; either way the records are read again from Postgres's
+		// offsets.
+		s.c.log.Info("final flush fenced: another loader owns a partition, or the offsets table went back; its records are read again from Postgres's offsets", "err", err)
 		return nil
 	case s.flightCtx.Err() != nil:
 		s.c.log.Warn("shutdown timeout reached before the final flush landed; its records are re-read from Postgres's offsets on restart", "err", err, "dur", s.c.cfg.ShutdownTimeout)

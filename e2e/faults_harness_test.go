@@ -559,7 +559,7 @@ func (f *fleet) figures() string {
 
 // fenced counts the flushes that failed the fence, as the consumer logs them.
 func (f *fleet) fenced() int {
-	return f.count("flush fenced by another loader") + f.count("final flush fenced by another loader")
+	return f.count("flush fenced: ") // "final flush fenced: " included
 }
 
 func (l *loader) exited() bool {

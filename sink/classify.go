@@ -68,13 +68,22 @@ func (e *FencedError) Error() string {
 	p := fmt.Sprintf("partition %s/%d of group %q", e.Topic, e.Partition, e.Group)
 	switch {
 	case e.Missing:
-		return p + " has no row in the offsets table (it was never claimed)"
+		return p + " has no row in the offsets table (it was never claimed, or " + wentBack + ")"
 	case e.StoredOwner != e.Owner:
 		return fmt.Sprintf("%s is owned by %q, not %q", p, e.StoredOwner, e.Owner)
 	}
-	return fmt.Sprintf("%s stores next offset %s, but the batch starts from %s",
+	msg := fmt.Sprintf("%s stores next offset %s, but the batch starts from %s",
 		p, offsetText(e.StoredOffset), offsetText(e.From))
+	if e.StoredOffset < e.From {
+		// This loader's own commits are gone.
+		msg += ": " + wentBack
+	}
+	return msg
 }
+
+// wentBack explains a fence that is nobody's fault: Postgres lost commits
+// this loader made. Nothing to fix; Kafka replays what was lost.
+const wentBack = "the offsets table went back (Postgres restored from a backup, failed over to a replica that lagged, lost commits made with synchronous_commit = off, or the row changed by hand); the partition restarts from Postgres's offset and Kafka replays the rest"
 
 // Fenced is always true.
 func (e *FencedError) Fenced() bool { return true }

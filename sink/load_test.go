@@ -300,8 +300,8 @@ func TestLoadFenced(t *testing.T) {
 		why     string
 	}{
 		{"wrong owner", "owner-b", -1, `owned by "owner-b", not "owner-a"`},
-		{"wrong from", testOwner, 5, "stores next offset none, but the batch starts from 5"},
-		{"never claimed", "", -1, "never claimed"},
+		{"wrong from", testOwner, 5, "stores next offset none, but the batch starts from 5: the offsets table went back"},
+		{"never claimed", "", -1, "never claimed, or the offsets table went back"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -335,6 +335,38 @@ func TestLoadFenced(t *testing.T) {
 			wantRows(t, dsn, [][]any{{int64(0)}},
 				`SELECT count(*) FROM _segwarehouse.offsets WHERE next_offset IS NOT NULL`)
 		})
+	}
+}
+
+// A fence whose stored offset is behind the batch says the offsets table
+// went back (this loader's commits are gone); one ahead of the batch (a
+// commit whose answer was lost) does not.
+func TestLoadFencedWentBack(t *testing.T) {
+	t.Parallel()
+	l, _ := newLoader(t)
+	claim(t, l, testOwner, 0)
+	one := func(from, off int64) error {
+		id := fmt.Sprint("m", off)
+		return l.Load(ctxT(t), build(testOwner, from, rec{off: off, rows: []schema.TableRow{ev("s", "tracks", evRow(id, t0, off))}}))
+	}
+	if err := one(-1, 4); err != nil {
+		t.Fatalf("first load: %v", err)
+	}
+	for _, tt := range []struct {
+		from     int64
+		why      string
+		wentBack bool
+	}{
+		{3, "stores next offset 5, but the batch starts from 3", false},
+		{9, "stores next offset 5, but the batch starts from 9", true},
+	} {
+		err := one(tt.from, tt.from)
+		if !IsFenced(err) || !strings.Contains(err.Error(), tt.why) {
+			t.Fatalf("from %d: error %v, want fenced saying %q", tt.from, err, tt.why)
+		}
+		if got := strings.Contains(err.Error(), "the offsets table went back"); got != tt.wentBack {
+			t.Errorf("from %d: error %q says the offsets table went back: %v, want %v", tt.from, err, got, tt.wentBack)
+		}
 	}
 }
 

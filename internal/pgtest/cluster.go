@@ -112,6 +112,36 @@ func (c *Cluster) Stop() {
 	c.run("pg_ctl", "-D", data, "-m", "fast", "-w", "-t", "60", "stop")
 }
 
+// Snapshot copies the stopped cluster's data directory under name, for
+// Restore: a file-level backup, as a restore or a failover to a replica
+// that lagged would bring back.
+func (c *Cluster) Snapshot(name string) {
+	c.t.Helper()
+	c.copyData(filepath.Join(c.Dir, "data"), filepath.Join(c.Dir, "snapshot-"+name))
+}
+
+// Restore replaces the stopped cluster's data directory with the snapshot
+// name: every commit since Snapshot is gone.
+func (c *Cluster) Restore(name string) {
+	c.t.Helper()
+	data := filepath.Join(c.Dir, "data")
+	if err := os.RemoveAll(data); err != nil {
+		c.t.Fatal(err)
+	}
+	c.copyData(filepath.Join(c.Dir, "snapshot-"+name), data)
+}
+
+func (c *Cluster) copyData(from, to string) {
+	c.t.Helper()
+	if _, err := os.Stat(filepath.Join(from, "postmaster.pid")); err == nil {
+		c.t.Fatalf("pgtest: copying %s while the server runs", from)
+	}
+	// cp -a keeps modes and owners (the postgres OS user's, as root).
+	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
+		c.t.Fatalf("pgtest: cp -a %s %s: %v\n%s", from, to, err, out)
+	}
+}
+
 func (c *Cluster) run(name string, args ...string) {
 	c.t.Helper()
 	path := filepath.Join(c.bin, name)
