@@ -688,3 +688,60 @@ func TestReadyStuckFlush(t *testing.T) {
 	r.stop(t)
 	w.check(w.allProduced())
 }
+
+// holdCommit holds the client's first OffsetCommit response until
+// release is closed, as a slow group coordinator would (its read hook runs
+// before the response is delivered).
+type holdCommit struct {
+	held    atomic.Bool
+	release chan struct{}
+}
+
+func (h *holdCommit) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if key == int16(kmsg.OffsetCommit) && err == nil && h.held.CompareAndSwap(false, true) {
+		<-h.release
+	}
+}
+
+// TestSlowKafkaCommit holds the group's first OffsetCommit: flushes must go
+// on landing meanwhile, since Kafka's offsets only serve lag tools. (When
+// the next flight waited for the previous one's commit, nothing more
+// loaded until the commit came back.) Once it is let go, everything loads
+// exactly once and Kafka catches up with Postgres.
+func TestSlowKafkaCommit(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	w.watchCommits()
+	hold := &holdCommit{release: make(chan struct{})}
+	release, held := hold.release, &hold.held
+	cfg := w.config()
+	cfg.FlushRows = 20
+	// The held commit shares its connection with the heartbeats.
+	cfg.SessionTimeout = 20 * time.Second
+	cfg.RebalanceTimeout = 20 * time.Second
+	w.produce("m", 40, nil)
+	r := w.start("a", cfg, consumer.WithKgoOpts(kgo.WithHooks(hold)))
+	kafkatest.Eventually(t, 30*time.Second, "the first commit held", func() (bool, string) { return held.Load(), "" })
+	before := w.sink.loadedCount()
+	w.produce("m", 200, nil)
+	// Liveness, not speed: with the commit held, these loads happen or
+	// never do.
+	kafkatest.Eventually(t, 10*time.Second, "flushes landing while the commit is held", func() (bool, string) {
+		got := w.sink.loadedCount()
+		return got >= before+100, fmt.Sprintf("%d loaded before the hold's produce, %d now", before, got)
+	})
+	close(release)
+	w.waitCaughtUp()
+	kafkatest.Eventually(t, 30*time.Second, "Kafka's commits at Postgres's offsets", func() (bool, string) {
+		c := kafkatest.CommittedOffsets(t, w.addrs, w.group, w.topic)
+		s := w.sink.storedOf(w.topic)
+		for p, off := range s {
+			if c[p] != off {
+				return false, fmt.Sprintf("Kafka %v, Postgres %v", c, s)
+			}
+		}
+		return true, ""
+	})
+	r.stop(t)
+	w.check(w.allProduced())
+}

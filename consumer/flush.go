@@ -57,9 +57,10 @@ type chunk struct {
 
 func (ch chunk) to() int64 { return ch.recs[len(ch.recs)-1].d.Pos.Offset + 1 }
 
-// fly runs on the flusher goroutine: load, then record and commit the new
-// offsets. Kafka is committed only after Load returned nil, and only to the
-// offsets that Load stored.
+// fly runs on the flusher goroutine: load, record the new offsets, land
+// (the next flight may take off), then commit them to Kafka. Kafka is
+// committed only after Load returned nil, and only to the offsets that
+// Load stored.
 func (s *session) fly(f *flight) {
 	ctx := s.flightCtx
 	var err error
@@ -86,14 +87,23 @@ func (s *session) fly(f *flight) {
 		}
 		s.c.flightBegan(time.Time{})
 	}
-	if err == nil {
-		s.commitDirty(ctx)
+	data := len(f.chunks) > 0
+	if err == nil && !data {
+		s.commitDirty(ctx) // the flight's whole point
 	}
 	s.mu.Lock()
 	f.err = err
 	close(f.done)
 	s.kickLocked()
 	s.mu.Unlock()
+	if err == nil && data {
+		// Kafka's offsets only serve lag tools: the next flight takes off
+		// now instead of after a round trip to the group coordinator, and
+		// a rebalance waiting for this flight does not wait for the commit
+		// either. commitMu keeps the commits in order; the session's
+		// teardown waits for this goroutine.
+		s.commitDirty(ctx)
+	}
 }
 
 // load writes chunks in one batch (b, when it is already built from
@@ -245,6 +255,17 @@ func (s *session) loadRetry(ctx context.Context, b *schema.Batch) error {
 // commitDirty commits to Kafka the offsets Postgres holds that Kafka may
 // lack. A failure is logged and retried with the next flight.
 func (s *session) commitDirty(ctx context.Context) {
+	// While a commit runs, dirty is not empty, but a commit-only flight
+	// would only queue behind it (and hold up the flights after it).
+	s.mu.Lock()
+	s.committing++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.committing--
+		s.kickLocked() // what is still dirty may want a commit-only flight
+		s.mu.Unlock()
+	}()
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.mu.Lock()

@@ -120,6 +120,7 @@ type session struct {
 	staged       *staged // the next flush, built while flight is in the air; only run sets and clears it
 	dirty        map[tp]int64
 	commitFailed bool               // the last commit failed: no commit-only flight until data flows
+	committing   int                // flights' Kafka commits running or waiting: no commit-only flight meanwhile
 	wake         context.CancelFunc // cancels the poll in progress
 	pendRecords  int
 	pendRows     int
@@ -336,7 +337,7 @@ func (s *session) maybeFlush(force bool) {
 		s.pendRows >= cfg.FlushRows ||
 		s.pendBytes >= cfg.FlushBytes ||
 		now.Sub(s.oldestLocked()) >= cfg.FlushInterval)
-	if !due && (len(s.dirty) == 0 || s.commitFailed) {
+	if !due && (len(s.dirty) == 0 || s.commitFailed || s.committing > 0) {
 		return
 	}
 	f := &flight{start: now, done: make(chan struct{})}
