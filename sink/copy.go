@@ -93,11 +93,20 @@ type rowSource struct {
 }
 
 func newRowSource(rows []schema.Row, cols [][]schema.Col, names []string, types []schema.Type, uuidTS time.Time) *rowSource {
-	s := &rowSource{rows: rows, cols: cols, names: names, types: types, ts: uuidTS}
-	var index map[string]int
-	index, s.uuid = positions(names)
-	s.find = schema.NewColumnIndex(index)
-	return s
+	index, uuid := positions(names)
+	return &rowSource{rows: rows, cols: cols, names: names, types: types, ts: uuidTS, uuid: uuid, find: schema.NewColumnIndex(index)}
+}
+
+// shapeSource is newRowSource for rows of a table with shape sh, whose
+// column positions are already worked out.
+func shapeSource(rows []schema.Row, sh *tableShape, uuidTS time.Time) *rowSource {
+	return &rowSource{rows: rows, names: sh.names, types: sh.types, ts: uuidTS, uuid: sh.uuidTS, find: schema.NewColumnIndex(sh.index)}
+}
+
+// copySQL is the COPY statement of a table (quoted) and its columns
+// (quoted, comma-separated).
+func copySQL(table, cols string) string {
+	return "COPY " + table + " (" + cols + ") FROM STDIN BINARY"
 }
 
 // positions returns where each of the target columns names goes, and the
@@ -148,7 +157,7 @@ func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, src *rowSour
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		encErr = src.encode(w, conn.TypeMap())
+		encErr = src.encode(w, conn.TypeMap(), nil)
 		if encErr != nil {
 			w.CloseWithError(encErr)
 			return
@@ -169,9 +178,19 @@ func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, src *rowSour
 
 // encode writes the rows as a binary COPY stream to w in chunks of about
 // 64 KiB (pgconn's read size).
-func (s *rowSource) encode(w io.Writer, m *pgtype.Map) error {
+// encode writes the rows as one binary COPY stream to w, in chunks of
+// about 64 KiB. scratch, when not nil, holds a buffer to use and keep
+// for the next call (w must be done with a chunk when Write returns).
+func (s *rowSource) encode(w io.Writer, m *pgtype.Map, scratch *[]byte) error {
 	const chunk = 65536 - 5
-	buf := make([]byte, 0, chunk+4096)
+	var buf []byte
+	if scratch != nil {
+		buf = (*scratch)[:0]
+		defer func() { *scratch = buf }()
+	}
+	if cap(buf) < chunk+4096 {
+		buf = make([]byte, 0, chunk+4096)
+	}
 	buf = append(buf, "PGCOPY\n\377\r\n\000"...)
 	buf = binary.BigEndian.AppendUint32(buf, 0) // flags
 	buf = binary.BigEndian.AppendUint32(buf, 0) // header extension
@@ -406,6 +425,7 @@ func parseNumeric(s string) (pgtype.Numeric, error) {
 // when set, is called once the COPY's result is in (err nil on success).
 type pipedCopy struct {
 	table pgx.Identifier
+	sql   string // the COPY statement; "" to build it from table and src
 	src   *rowSource
 	done  func(err error)
 }
@@ -479,10 +499,15 @@ func copyStream(ctx context.Context, conn *pgx.Conn, items []pipedCopy, counts [
 	w := copyDataWriter{fe: fe}
 	sent, encFailed := 0, -1
 	var encErr error
+	var scratch []byte // the chunk buffer, shared: Send copies each chunk
 	for i, it := range items {
-		fe.SendQuery(&pgproto3.Query{String: "COPY " + it.table.Sanitize() + " (" + quoteAll(it.src.names) + ") FROM STDIN BINARY"})
+		sql := it.sql
+		if sql == "" {
+			sql = copySQL(it.table.Sanitize(), quoteAll(it.src.names))
+		}
+		fe.SendQuery(&pgproto3.Query{String: sql})
 		sent++
-		if encErr = it.src.encode(&w, conn.TypeMap()); encErr != nil {
+		if encErr = it.src.encode(&w, conn.TypeMap(), &scratch); encErr != nil {
 			encFailed = i
 			fe.Send(&pgproto3.CopyFail{Message: "segwarehouse could not encode a value"})
 			break

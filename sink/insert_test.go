@@ -30,30 +30,30 @@ func TestQuoteAll(t *testing.T) {
 }
 
 // An insert shape is kept while a table's columns stay the same, built
-// anew when they change, and the cache stays within maxInsertShapes.
+// anew when they change, and the cache stays within maxTableShapes.
 func TestInsertShapeCache(t *testing.T) {
 	t.Parallel()
 	var l Loader
 	ref := schema.TableRef{Schema: "s", Table: `t"1`}
 	names := []string{"id", "a", "uuid_ts"}
 	types := []schema.Type{schema.Text, schema.Timestamptz, schema.Timestamptz}
-	sh := l.insertShape(ref, names, types)
+	sh := l.tableShape(ref, names, types)
 	if want := `INSERT INTO "s"."t""1" ("id", "a", "uuid_ts") VALUES `; sh.head != want {
 		t.Fatalf("head %q, want %q", sh.head, want)
 	}
 	if sh.uuidTS != 2 || sh.index["a"] != 1 || len(sh.index) != 2 || sh.oids[1] != pgtype.TimestamptzOID || sh.formats[0] != pgtype.TextFormatCode {
 		t.Fatalf("shape %+v", sh)
 	}
-	if again := l.insertShape(ref, slices.Clone(names), types); again != sh {
+	if again := l.tableShape(ref, slices.Clone(names), types); again != sh {
 		t.Fatal("same columns: the shape was built again")
 	}
-	if other := l.insertShape(ref, []string{"id", "uuid_ts"}, []schema.Type{schema.Text, schema.Timestamptz}); other == sh || other.uuidTS != 1 {
+	if other := l.tableShape(ref, []string{"id", "uuid_ts"}, []schema.Type{schema.Text, schema.Timestamptz}); other == sh || other.uuidTS != 1 {
 		t.Fatalf("other columns: got %+v", other)
 	}
-	for i := range maxInsertShapes + 10 {
-		l.insertShape(schema.TableRef{Schema: "s", Table: fmt.Sprint("t", i)}, names, types)
-		if len(l.shapes) > maxInsertShapes {
-			t.Fatalf("%d shapes cached, cap %d", len(l.shapes), maxInsertShapes)
+	for i := range maxTableShapes + 10 {
+		l.tableShape(schema.TableRef{Schema: "s", Table: fmt.Sprint("t", i)}, names, types)
+		if len(l.shapes) > maxTableShapes {
+			t.Fatalf("%d shapes cached, cap %d", len(l.shapes), maxTableShapes)
 		}
 	}
 }

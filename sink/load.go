@@ -170,11 +170,12 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 	// dropped holds, per event table, the ids of rows dropped as producer
 	// duplicates: their discards are dropped with them.
 	dropped := make(map[schema.TableRef]map[string]bool)
+	// Small tables take INSERTs only on the dedup path (see insert.go).
 	var small, large []*schema.TableRows
 	for _, tr := range b.Tables {
 		switch {
 		case tr.Merge || len(tr.Rows) == 0:
-		case l.small(p, tr):
+		case dedup && l.small(p, tr):
 			small = append(small, tr)
 		default:
 			large = append(large, tr)
@@ -253,30 +254,41 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 	return st, nil
 }
 
-// copyAll is copyEvents without dedup for all of trs, in one pipelined
-// stream (copyPipelined), each table's COPY still a span of its own. It
-// returns the rows copied per table.
+// copyAll is copyEvents without dedup for all of trs, in pipelined
+// streams (copyPipelined). Each large table's COPY is a span of its own;
+// the small ones (thousands, in a flush over many event tables) share one
+// span. It returns the rows copied per table.
 func (l *Loader) copyAll(ctx context.Context, tx pgx.Tx, p *picture, trs []*schema.TableRows, uuidTS time.Time) ([]int, error) {
 	items := make([]pipedCopy, len(trs))
 	spans := make([]trace.Span, len(trs))
+	nsmall := 0
 	for i, tr := range trs {
 		names, types := p.columns(tr)
+		sh := l.tableShape(tr.Table, names, types)
+		items[i] = pipedCopy{table: pgx.Identifier{tr.Table.Schema, tr.Table.Table}, sql: sh.copySQL, src: shapeSource(tr.Rows, sh, uuidTS)}
+		if len(tr.Rows) <= smallTableRows {
+			nsmall++
+			continue
+		}
 		_, spans[i] = l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
 			attribute.String("db.collection.name", tr.Table.String()), attribute.Int("segwarehouse.rows", len(tr.Rows))))
-		items[i] = pipedCopy{
-			table: pgx.Identifier{tr.Table.Schema, tr.Table.Table},
-			src:   newRowSource(tr.Rows, nil, names, types, uuidTS),
-			done: func(err error) {
-				l.endSpan(spans[i], err)
-				spans[i] = nil
-			},
+		items[i].done = func(err error) {
+			l.endSpan(spans[i], err)
+			spans[i] = nil
 		}
+	}
+	var smallSpan trace.Span
+	if nsmall > 0 {
+		_, smallSpan = l.tracer.Start(ctx, "segwarehouse.copy_small", trace.WithAttributes(attribute.Int("segwarehouse.tables", nsmall)))
 	}
 	counts, failed, err := copyPipelined(ctx, tx, items)
 	for _, span := range spans {
 		if span != nil { // never sent, or the stream broke first
 			l.endSpan(span, err)
 		}
+	}
+	if smallSpan != nil {
+		l.endSpan(smallSpan, err)
 	}
 	if err != nil {
 		if failed < 0 {

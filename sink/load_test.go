@@ -3,12 +3,15 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/segwarehouse/segwarehouse/internal/pgtest"
 	"github.com/segwarehouse/segwarehouse/schema"
@@ -711,16 +714,39 @@ func TestLoadDedupLargeTableByCopy(t *testing.T) {
 	wantRows(t, dsn, [][]any{{int64(2 * n)}}, `SELECT next_offset FROM _segwarehouse.offsets`)
 }
 
-// Small tables go in by pipelined INSERT batches, the next built while
-// Postgres runs the previous one, with statement heads kept from flush to
-// flush: over several batches, rows of one table with different columns
-// (a column absent, NULL or an empty string) keep their values, a column
-// added between flushes gets a new statement, and a producer duplicate in
-// a later batch is dropped with its discards while its table's other rows
-// load.
-func TestSmallTablesInsertBatches(t *testing.T) {
+// Small tables go into the pipelined COPY streams on the fast path, and
+// by pipelined INSERT batches (the next built while Postgres runs the
+// previous one) when a producer duplicate sends the flush to the dedup
+// path; the traces tell which. Over several streams and batches, rows of
+// one table with different columns (a column absent, NULL or an empty
+// string) keep their values, a column added between flushes gets new
+// statements, and a producer duplicate in a later batch is dropped with
+// its discards while its table's other rows load.
+func TestSmallTables(t *testing.T) {
 	t.Parallel()
-	l, dsn := newLoader(t)
+	dsn := pgtest.NewDB(t)
+	recorder := tracetest.NewSpanRecorder()
+	l, err := New(ctxT(t), testConfig(dsn), testLogger(t), WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))))
+	if err != nil {
+		t.Fatalf("sink.New: %v", err)
+	}
+	t.Cleanup(l.Close)
+	// spans returns, per name, the segwarehouse.tables attribute of the
+	// spans ended since the last call.
+	seen := 0
+	spans := func() map[string][]int64 {
+		ended := recorder.Ended()
+		out := make(map[string][]int64)
+		for _, s := range ended[seen:] {
+			for _, a := range s.Attributes() {
+				if a.Key == "segwarehouse.tables" {
+					out[s.Name()] = append(out[s.Name()], a.Value.AsInt64())
+				}
+			}
+		}
+		seen = len(ended)
+		return out
+	}
 	claim(t, l, testOwner, 0)
 	tables := 2*insertChunkTables + 7
 	table := func(i int) string { return fmt.Sprintf("ev_%03d", i) }
@@ -734,6 +760,9 @@ func TestSmallTablesInsertBatches(t *testing.T) {
 		}})
 	}
 	load(t, l, build(testOwner, -1, first...))
+	if got := spans(); !slices.Equal(got["segwarehouse.copy_small"], []int64{int64(tables)}) || got["segwarehouse.insert"] != nil {
+		t.Errorf("first flush (fast path): spans %v, want segwarehouse.copy_small of %d tables and no insert", got, tables)
+	}
 	off := int64(tables)
 	var second []rec
 	for i := 0; i < tables; i++ {
@@ -748,6 +777,9 @@ func TestSmallTablesInsertBatches(t *testing.T) {
 		})
 	}
 	load(t, l, build(testOwner, off, second...))
+	if got := spans(); !slices.Equal(got["segwarehouse.insert"], []int64{int64(tables)}) {
+		t.Errorf("second flush (a duplicate, dedup path): spans %v, want segwarehouse.insert of %d tables", got, tables)
+	}
 
 	for _, i := range []int{0, insertChunkTables + 1, tables - 3, tables - 1} {
 		wantRows(t, dsn, [][]any{

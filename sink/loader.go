@@ -42,7 +42,7 @@ type Loader struct {
 	gen   uint64                   // incremented when tables are forgotten
 
 	shapesMu sync.Mutex
-	shapes   map[schema.TableRef]*insertShape // see insertShape
+	shapes   map[schema.TableRef]*tableShape // see tableShape
 }
 
 // Names of the loader's own tables inside Config.LoaderSchema.
