@@ -434,26 +434,31 @@ type pipedCopy struct {
 // COPY each, sent in streams before their results are read: COPY, its
 // data, CopyDone, the next COPY, … The simple-query protocol runs them in
 // order; after an error Postgres drops the rest of that COPY's data, and
-// every later COPY fails, the transaction being aborted. So a flush pays
-// a round trip per stream instead of one per table, and the flusher is
-// not woken once per table while decoding keeps the cores busy. Only for
+// every later COPY fails, the transaction being aborted. So a flush waits
+// for no round trip per table, and the flusher is woken once per stream,
+// not once per table, while decoding keeps the cores busy. Only for
 // tables whose columns are all exact (the loader encodes their stream).
 //
 // Postgres answers each COPY as it runs it, and those answers wait in the
-// socket until the stream is sent: a stream holds as many tables as keeps
-// them under pipelineAnswerBytes, so that Postgres never blocks writing
-// them while the loader blocks writing data.
+// socket until the loader reads them. A stream holds as many tables as
+// keeps its answers under pipelineAnswerBytes, and the loader sends the
+// next stream before it reads the previous one's answers, so that
+// Postgres goes from one stream to the next without waiting for a round
+// trip; at most two streams' answers are ever unread, so Postgres never
+// blocks writing them while the loader blocks writing data.
 //
 // It returns the rows each COPY copied, or the first error and the index
-// of the item it belongs to (-1 when it is the connection's); the items
-// after a failed stream are not sent. A value that cannot be encoded
-// aborts its COPY with CopyFail and comes back as the *valueError. After
-// a failed write the connection is closed: the protocol is mid-message.
+// of the item it belongs to (-1 when it is the connection's); after a
+// failed stream at most one more is sent (its COPYs fail too: the
+// transaction is aborted). A value that cannot be encoded aborts its COPY
+// with CopyFail and comes back as the *valueError. After a failed write
+// the connection is closed: the protocol is mid-message.
 func copyPipelined(ctx context.Context, tx pgx.Tx, items []pipedCopy) (counts []int64, failed int, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, -1, err
 	}
-	pc := tx.Conn().PgConn()
+	conn := tx.Conn()
+	pc := conn.PgConn()
 	// Writes do not watch ctx: a deadline in the past ends a blocked one.
 	stop := context.AfterFunc(ctx, func() { _ = pc.Conn().SetDeadline(time.Unix(1, 0)) })
 	defer func() {
@@ -464,26 +469,44 @@ func copyPipelined(ctx context.Context, tx pgx.Tx, items []pipedCopy) (counts []
 		}
 	}()
 	counts = make([]int64, len(items))
-	for start := 0; start < len(items); {
+	var scratch []byte // the chunk buffer, shared: Send copies each chunk
+	var unread *copyStream
+	failed = -1
+	for start := 0; start < len(items) && failed < 0; {
 		end, answers := start, 0
 		for end < len(items) && (end == start || answers+copyAnswerBytes(items[end]) <= pipelineAnswerBytes) {
 			answers += copyAnswerBytes(items[end])
 			end++
 		}
-		if failed, err = copyStream(ctx, tx.Conn(), items[start:end], counts[start:end]); err != nil {
-			if failed >= 0 {
-				failed += start
-			}
-			return nil, failed, err
+		st := &copyStream{items: items[start:end], counts: counts[start:end], first: start}
+		if err := st.send(ctx, conn, &scratch); err != nil {
+			return nil, -1, err
 		}
+		if unread != nil {
+			if f, e := unread.receive(ctx, pc); e != nil && failed < 0 {
+				if f < 0 { // the connection's: nothing more can be read
+					return nil, -1, e
+				}
+				failed, err = f, e
+			}
+		}
+		unread = st
 		start = end
+	}
+	if unread != nil {
+		if f, e := unread.receive(ctx, pc); e != nil && failed < 0 {
+			failed, err = f, e
+		}
+	}
+	if failed >= 0 || err != nil {
+		return nil, failed, err
 	}
 	return counts, -1, nil
 }
 
 // pipelineAnswerBytes bounds what Postgres may have to write back for one
-// stream of COPYs before the loader reads it: well under the smallest
-// socket buffers.
+// stream of COPYs before the loader reads it; two streams' worth stay well
+// under the smallest socket buffers.
 const pipelineAnswerBytes = 16 << 10
 
 // copyAnswerBytes is at most what Postgres answers to one COPY of a
@@ -491,24 +514,33 @@ const pipelineAnswerBytes = 16 << 10
 // or an error, then ReadyForQuery.
 func copyAnswerBytes(it pipedCopy) int { return 2*len(it.src.names) + 512 }
 
-// copyStream sends items' COPYs in one stream, then reads their results
-// into counts: copyPipelined's unit.
-func copyStream(ctx context.Context, conn *pgx.Conn, items []pipedCopy, counts []int64) (failed int, err error) {
+// copyStream is one stream of copyPipelined: its items' COPYs, sent
+// together, then their answers read into counts.
+type copyStream struct {
+	items     []pipedCopy
+	counts    []int64
+	first     int // index of items[0] in copyPipelined's items
+	sent      int
+	encFailed int // index in items of a COPY aborted with CopyFail, or -1
+	encErr    error
+}
+
+// send writes the stream's COPYs and their data. A failed write closes
+// the connection: the protocol is mid-message.
+func (st *copyStream) send(ctx context.Context, conn *pgx.Conn, scratch *[]byte) error {
 	pc := conn.PgConn()
 	fe := pc.Frontend()
 	w := copyDataWriter{fe: fe}
-	sent, encFailed := 0, -1
-	var encErr error
-	var scratch []byte // the chunk buffer, shared: Send copies each chunk
-	for i, it := range items {
+	st.encFailed = -1
+	for i, it := range st.items {
 		sql := it.sql
 		if sql == "" {
 			sql = copySQL(it.table.Sanitize(), quoteAll(it.src.names))
 		}
 		fe.SendQuery(&pgproto3.Query{String: sql})
-		sent++
-		if encErr = it.src.encode(&w, conn.TypeMap(), &scratch); encErr != nil {
-			encFailed = i
+		st.sent++
+		if st.encErr = it.src.encode(&w, conn.TypeMap(), scratch); st.encErr != nil {
+			st.encFailed = i
 			fe.Send(&pgproto3.CopyFail{Message: "segwarehouse could not encode a value"})
 			break
 		}
@@ -523,12 +555,19 @@ func copyStream(ctx context.Context, conn *pgx.Conn, items []pipedCopy, counts [
 	if w.err != nil {
 		_ = pc.Conn().Close()
 		if ctx.Err() != nil {
-			return -1, ctx.Err()
+			return ctx.Err()
 		}
-		return -1, fmt.Errorf("sending COPY data: %w", w.err)
+		return fmt.Errorf("sending COPY data: %w", w.err)
 	}
+	return nil
+}
+
+// receive reads the answers of the COPYs send sent: the first error and
+// the index (in copyPipelined's items) of the item it belongs to, -1 when
+// it is the connection's.
+func (st *copyStream) receive(ctx context.Context, pc *pgconn.PgConn) (failed int, err error) {
 	failed = -1
-	for i := range sent {
+	for i := range st.sent {
 		var itemErr error
 		for done := false; !done; {
 			msg, err := pc.ReceiveMessage(ctx)
@@ -537,21 +576,21 @@ func copyStream(ctx context.Context, conn *pgx.Conn, items []pipedCopy, counts [
 			}
 			switch msg := msg.(type) {
 			case *pgproto3.CommandComplete:
-				counts[i] = pgconn.NewCommandTag(string(msg.CommandTag)).RowsAffected()
+				st.counts[i] = pgconn.NewCommandTag(string(msg.CommandTag)).RowsAffected()
 			case *pgproto3.ErrorResponse:
 				itemErr = pgconn.ErrorResponseToPgError(msg)
 			case *pgproto3.ReadyForQuery:
 				done = true
 			}
 		}
-		if i == encFailed {
-			itemErr = encErr // Postgres's error is only the echo of CopyFail
+		if i == st.encFailed {
+			itemErr = st.encErr // Postgres's error is only the echo of CopyFail
 		}
 		if itemErr != nil && failed < 0 {
-			failed, err = i, itemErr
+			failed, err = st.first+i, itemErr
 		}
-		if items[i].done != nil {
-			items[i].done(itemErr)
+		if st.items[i].done != nil {
+			st.items[i].done(itemErr)
 		}
 	}
 	return failed, err

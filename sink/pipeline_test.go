@@ -135,9 +135,11 @@ func TestCopyPipelined(t *testing.T) {
 	}
 }
 
-// Tables past one stream's answer budget go in further streams: the
-// results and the failing table's index are the same as for one stream,
-// and the tables after a failed stream are not sent.
+// Tables past one stream's answer budget go in further streams, each
+// sent before the previous one's answers are read: the results and the
+// failing table's index are the same as for one stream; the stream after
+// a failed one was already sent and fails whole, and the streams after
+// that are not sent.
 func TestCopyPipelinedStreams(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
@@ -146,7 +148,7 @@ func TestCopyPipelinedStreams(t *testing.T) {
 	names := []string{"id", "n"}
 	types := []schema.Type{schema.Text, schema.BigInt}
 	perStream := pipelineAnswerBytes / copyAnswerBytes(pipedCopy{src: &rowSource{names: names}})
-	tables := 2*perStream + 3
+	tables := 3*perStream + 3
 	for i := range tables {
 		if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE TABLE t%03d (id text PRIMARY KEY, n bigint)`, i)); err != nil {
 			t.Fatal(err)
@@ -204,10 +206,10 @@ func TestCopyPipelinedStreams(t *testing.T) {
 		switch {
 		case i == bad:
 			want = pgerrcode.UniqueViolation
-		case i > bad && i < 2*perStream:
-			want = pgerrcode.InFailedSQLTransaction // sent in the failed stream
-		case i >= 2*perStream:
-			want = "" // the stream after it is not sent
+		case i > bad && i < 3*perStream:
+			want = pgerrcode.InFailedSQLTransaction // in the failed stream, or the one sent before its answers were read
+		case i >= 3*perStream:
+			want = "" // not sent
 		}
 		if d != want {
 			t.Fatalf("table %d: %q, want %q (all: %v)", i, d, want, done)
