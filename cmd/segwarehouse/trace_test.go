@@ -98,20 +98,20 @@ func TestFlushSpanTree(t *testing.T) {
 			children[s.Name]++
 		}
 	}
-	for _, want := range []string{"segwarehouse.ddl", "segwarehouse.fence", "segwarehouse.insert", "segwarehouse.merge", "segwarehouse.commit"} {
+	for _, want := range []string{"segwarehouse.ddl", "segwarehouse.fence", "segwarehouse.copy_small", "segwarehouse.merge", "segwarehouse.commit"} {
 		if children[want] == 0 {
 			t.Errorf("the flush span has no %s child (children: %v)", want, children)
 		}
 	}
-	// Small tables (tracks, traced, identifies) share one insert span;
-	// a table of more than 64 rows gets a segwarehouse.copy span instead.
+	// Small tables (tracks, traced, identifies) share one copy_small
+	// span; a table of more than 64 rows gets a segwarehouse.copy span.
 	for _, sp := range spans {
-		if sp.Name != "segwarehouse.insert" || sp.Parent.SpanID() != flush.SpanContext.SpanID() {
+		if sp.Name != "segwarehouse.copy_small" || sp.Parent.SpanID() != flush.SpanContext.SpanID() {
 			continue
 		}
 		for _, a := range sp.Attributes {
 			if a.Key == "segwarehouse.tables" && a.Value.AsInt64() != 3 {
-				t.Errorf("the insert span covers %d tables, want 3", a.Value.AsInt64())
+				t.Errorf("the copy_small span covers %d tables, want 3", a.Value.AsInt64())
 			}
 		}
 	}
