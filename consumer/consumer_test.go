@@ -713,7 +713,8 @@ func TestSlowKafkaCommit(t *testing.T) {
 	w := newWorld(t, 2)
 	w.watchCommits()
 	hold := &holdCommit{release: make(chan struct{})}
-	release, held := hold.release, &hold.held
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold.release) }) }
 	cfg := w.config()
 	cfg.FlushRows = 20
 	// The held commit shares its connection with the heartbeats.
@@ -721,7 +722,8 @@ func TestSlowKafkaCommit(t *testing.T) {
 	cfg.RebalanceTimeout = 20 * time.Second
 	w.produce("m", 40, nil)
 	r := w.start("a", cfg, consumer.WithKgoOpts(kgo.WithHooks(hold)))
-	kafkatest.Eventually(t, 30*time.Second, "the first commit held", func() (bool, string) { return held.Load(), "" })
+	t.Cleanup(release) // before the runner's stop, should the test fail early
+	kafkatest.Eventually(t, 30*time.Second, "the first commit held", func() (bool, string) { return hold.held.Load(), "" })
 	before := w.sink.loadedCount()
 	w.produce("m", 200, nil)
 	// Liveness, not speed: with the commit held, these loads happen or
@@ -730,7 +732,7 @@ func TestSlowKafkaCommit(t *testing.T) {
 		got := w.sink.loadedCount()
 		return got >= before+100, fmt.Sprintf("%d loaded before the hold's produce, %d now", before, got)
 	})
-	close(release)
+	release()
 	w.waitCaughtUp()
 	kafkatest.Eventually(t, 30*time.Second, "Kafka's commits at Postgres's offsets", func() (bool, string) {
 		c := kafkatest.CommittedOffsets(t, w.addrs, w.group, w.topic)

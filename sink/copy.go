@@ -177,10 +177,9 @@ func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, src *rowSour
 }
 
 // encode writes the rows as a binary COPY stream to w in chunks of about
-// 64 KiB (pgconn's read size).
-// encode writes the rows as one binary COPY stream to w, in chunks of
-// about 64 KiB. scratch, when not nil, holds a buffer to use and keep
-// for the next call (w must be done with a chunk when Write returns).
+// 64 KiB (pgconn's read size). scratch, when not nil, holds a buffer to
+// use and keep for the next call (w must be done with a chunk when Write
+// returns).
 func (s *rowSource) encode(w io.Writer, m *pgtype.Map, scratch *[]byte) error {
 	const chunk = 65536 - 5
 	var buf []byte
