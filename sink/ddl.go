@@ -176,6 +176,8 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch, ahead bool) (*pic
 	// Each round applies up to maxChangesPerTx changes and must shrink the
 	// plan; a plan that does not shrink means the loader cannot see what it
 	// created (it sees only columns it has privileges on, as in information_schema).
+	// Only a round's own tables are planned again after it (a plan of the
+	// whole batch costs ~0.1 s with 2,000 tables).
 	for rounds := len(changes)/maxChangesPerTx + 2; len(changes) > 0; rounds-- {
 		if rounds == 0 {
 			return nil, &ddlError{fmt.Errorf("%s still missing after creating it: the loader must own the tables it writes (ALTER TABLE %s OWNER TO <loader user>;)",
@@ -191,9 +193,25 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch, ahead bool) (*pic
 			}
 			return nil, &ddlError{err}
 		}
-		changes = schema.Plan(w, b)
+		changes = append(planOnly(w, b, changes[:n]), changes[n:]...)
 	}
 	return p, nil
+}
+
+// planOnly plans the tables of changes (schema.Plan over b's rows of them
+// only).
+func planOnly(w *schema.Warehouse, b *schema.Batch, changes []schema.Change) []schema.Change {
+	want := make(map[schema.TableRef]bool, len(changes))
+	for _, c := range changes {
+		want[c.Table] = true
+	}
+	sub := &schema.Batch{Tables: make([]*schema.TableRows, 0, len(changes))}
+	for _, tr := range b.Tables {
+		if want[tr.Table] {
+			sub.Tables = append(sub.Tables, tr)
+		}
+	}
+	return schema.Plan(w, sub)
 }
 
 // errDDLDeferred: a batch prepared ahead needs columns added, which its
@@ -243,12 +261,11 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 	start := time.Now()
 	w := p.w
 	refs := make([]schema.TableRef, len(changes))
-	want := make(map[schema.TableRef]bool, len(changes))
 	for i, c := range changes {
 		refs[i] = c.Table
-		want[c.Table] = true
 	}
 	var created, added, newSchemas int
+	conns := 1 // connections that ran statements
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		// One round trip: lock, what schemas exist, what the tables hold now.
 		batch := &pgx.Batch{}
@@ -295,14 +312,9 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 				w.Forget(r)
 			}
 		}
-		// Plan again against what the tables hold under the lock, keeping
-		// only this transaction's share of the changes.
-		var todo []schema.Change
-		for _, c := range schema.Plan(w, b) {
-			if want[c.Table] {
-				todo = append(todo, c)
-			}
-		}
+		// Plan this transaction's share of the changes again, against
+		// what the tables hold under the lock.
+		todo := planOnly(w, b, changes)
 		if len(todo) == 0 {
 			return nil
 		}
@@ -313,11 +325,11 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 		for _, s := range existing {
 			haveSchema[s] = true
 		}
-		var stmts []string
+		var schemaStmts, stmts []string
 		for _, c := range todo {
 			if c.Create && !haveSchema[c.Table.Schema] {
 				haveSchema[c.Table.Schema] = true
-				stmts = append(stmts, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{c.Table.Schema}.Sanitize())
+				schemaStmts = append(schemaStmts, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{c.Table.Schema}.Sanitize())
 				newSchemas++
 			}
 			stmts = append(stmts, ddlFor(c))
@@ -327,10 +339,10 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 				added += len(c.Cols)
 			}
 		}
-		for _, sql := range joinStatements(stmts, maxDDLBytes) {
-			if _, err := tx.Exec(ctx, sql); err != nil {
-				return err
-			}
+		n, err := l.execDDL(ctx, tx, schemaStmts, stmts)
+		conns = n
+		if err != nil {
+			return err
 		}
 		defs, err = readTables(ctx, tx, refs)
 		if err != nil {
@@ -355,7 +367,7 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 	l.ddl.tables.Add(int64(created))
 	l.ddl.columns.Add(int64(added))
 	if created > 0 || added > 0 {
-		l.log.Info("warehouse schema changed", "tables_created", created, "columns_added", added, "dur", time.Since(start))
+		l.log.Info("warehouse schema changed", "tables_created", created, "columns_added", added, "connections", conns, "dur", time.Since(start))
 	}
 	return nil
 }

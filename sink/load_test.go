@@ -613,6 +613,11 @@ func TestManyTables(t *testing.T) {
 	start := time.Now()
 	load(t, l, mk(0, ""))
 	t.Logf("%d new tables: %v", n, time.Since(start))
+	// Each DDL transaction shares its statements with a helper connection.
+	rounds := int64((n + maxChangesPerTx - 1) / maxChangesPerTx)
+	if got := creators(t, dsn, "many"); got <= rounds {
+		t.Errorf("%d tables made by %d transactions; want more than %d (a helper's)", n, got, rounds)
+	}
 	// A fresh loader (empty cache) adds a column to every table.
 	l2 := newLoaderOn(t, dsn)
 	start = time.Now()
@@ -622,6 +627,10 @@ func TestManyTables(t *testing.T) {
 	load(t, l2, mk(2, "flag"))
 	t.Logf("%d tables, warm cache: %v", n, time.Since(start))
 	wantRows(t, dsn, [][]any{{int64(n)}}, `SELECT count(*) FROM information_schema.columns WHERE table_schema = 'many' AND column_name = 'flag'`)
+	if got := count(t, dsn, `SELECT count(DISTINCT a.xmin::text) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+		WHERE c.relnamespace = 'many'::regnamespace AND a.attname = 'flag'`); got <= rounds {
+		t.Errorf("%d columns added by %d transactions; want more than %d (a helper's)", n, got, rounds)
+	}
 	wantRows(t, dsn, [][]any{{int64(3)}}, `SELECT count(*) FROM many.event_1999`)
 }
 

@@ -1,0 +1,136 @@
+package sink
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/sourcegraph/conc/pool"
+)
+
+// ddlParallelMin is the fewest table statements worth a second
+// connection. Creating a Segment event table (its columns, primary key,
+// row types and TOAST table) costs Postgres 1.5–3 ms of one backend, so
+// the 2,000 tables of a fresh warehouse's first flush take seconds; two
+// backends create them 1.5–1.8× as fast on a 2-core machine (a third
+// did not help there).
+const ddlParallelMin = 64
+
+// ddlChunk is how many statements a connection takes from the queue at a
+// time, sent as one query.
+const ddlChunk = 16
+
+// ddlHelperWait bounds the wait for the helper's connection; without one
+// the DDL transaction runs every statement itself.
+const ddlHelperWait = time.Second
+
+// execDDL runs one applyDDL transaction's statements: the new schemas',
+// then the tables'. Few run in tx. Many are shared, a chunk at a time,
+// with a helper connection whose own transaction commits before tx does:
+// tx holds the DDL advisory lock from before the helper starts until
+// after it ends, so replicas still change the schema one at a time, and
+// the re-read in tx (read committed) sees the helper's tables. New
+// schemas are then committed first, by the helper, as the tables created
+// in them by either transaction need them. A failed statement on either
+// side stops both and fails the whole change; what the helper committed
+// stays, and the retry plans only what is still missing.
+//
+// It returns how many connections ran statements.
+func (l *Loader) execDDL(ctx context.Context, tx pgx.Tx, schemaStmts, tableStmts []string) (int, error) {
+	var helper *pgxpool.Conn
+	if len(tableStmts) >= ddlParallelMin {
+		helper = l.ddlHelper(ctx)
+	}
+	if helper == nil {
+		for _, sql := range joinStatements(append(schemaStmts, tableStmts...), maxDDLBytes) {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return 1, err
+			}
+		}
+		return 1, nil
+	}
+	defer helper.Release()
+	if len(schemaStmts) > 0 {
+		if err := ddlTx(ctx, helper, func() (string, bool) { return "", false }, schemaStmts); err != nil {
+			return 2, err
+		}
+	}
+	chunks := chunkStatements(tableStmts, ddlChunk)
+	var next atomic.Int64
+	var stop atomic.Bool
+	take := func() (string, bool) {
+		i := int(next.Add(1) - 1)
+		if stop.Load() || i >= len(chunks) {
+			return "", false
+		}
+		return chunks[i], true
+	}
+	p := pool.New().WithErrors().WithFirstError().WithContext(ctx).WithCancelOnError()
+	p.Go(func(hctx context.Context) error {
+		err := ddlTx(hctx, helper, take, nil)
+		if err != nil {
+			stop.Store(true)
+		}
+		return err
+	})
+	p.Go(func(context.Context) error {
+		// tx keeps the caller's context: cancelling its query would
+		// take the connection down with it.
+		for sql, ok := take(); ok; sql, ok = take() {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				stop.Store(true)
+				return err
+			}
+		}
+		return nil
+	})
+	return 2, p.Wait()
+}
+
+// ddlHelper returns a second connection for DDL, or nil when the pool
+// has none to spare soon: a flush in the air holds one, the DDL
+// transaction another.
+func (l *Loader) ddlHelper(ctx context.Context) *pgxpool.Conn {
+	st := l.pool.Stat()
+	if st.AcquiredConns() >= st.MaxConns() {
+		return nil
+	}
+	actx, cancel := context.WithTimeout(ctx, ddlHelperWait)
+	defer cancel()
+	c, err := l.pool.Acquire(actx)
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// ddlTx runs first, then the chunks take hands out, in one transaction
+// on c with the DDL lock timeout.
+func ddlTx(ctx context.Context, c *pgxpool.Conn, take func() (string, bool), first []string) error {
+	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		stmts := append([]string{"SET LOCAL lock_timeout = '" + ddlLockTimeout + "'"}, first...)
+		if _, err := tx.Exec(ctx, strings.Join(stmts, ";\n")); err != nil {
+			return err
+		}
+		for sql, ok := take(); ok; sql, ok = take() {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// chunkStatements joins stmts with ";" in groups of n.
+func chunkStatements(stmts []string, n int) []string {
+	out := make([]string, 0, (len(stmts)+n-1)/n)
+	for len(stmts) > 0 {
+		k := min(n, len(stmts))
+		out = append(out, strings.Join(stmts[:k], ";\n"))
+		stmts = stmts[k:]
+	}
+	return out
+}

@@ -1,0 +1,143 @@
+package sink
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/segwarehouse/segwarehouse/internal/pgtest"
+	"github.com/segwarehouse/segwarehouse/schema"
+)
+
+// manyTablesBatch is a batch on partition part of owner, from offset
+// from, with one row (id prefix-i) in each of n tables s.t0000...
+func manyTablesBatch(owner string, part int32, from int64, s, prefix string, n int) *schema.Batch {
+	bb := schema.NewBatchBuilder(testGroup, owner)
+	bb.Start(testTopic, part, from)
+	off := from
+	if off < 0 {
+		off = 0
+	}
+	pos := schema.Pos{Topic: testTopic, Partition: part, Offset: off}
+	var rows []schema.TableRow
+	for i := 0; i < n; i++ {
+		row := evRow(fmt.Sprintf("%s-%d", prefix, i), t0, off, col("event", vStr("e")), col("n", vInt(int64(i))))
+		row.Pos = pos
+		rows = append(rows, ev(s, fmt.Sprintf("t%04d", i), row))
+	}
+	bb.Add(&schema.Decoded{Pos: pos, Rows: rows, Messages: n, Bytes: 100})
+	return bb.Batch()
+}
+
+// creators counts the transactions that created s's tables.
+func creators(t *testing.T, dsn, s string) int64 {
+	t.Helper()
+	return count(t, dsn, `SELECT count(DISTINCT xmin::text) FROM pg_class WHERE relnamespace = $1::regnamespace AND relkind = 'r'`, s)
+}
+
+// With no connection to spare, the DDL transaction runs every statement
+// itself.
+func TestDDLWithoutSpareConnection(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDB(t)
+	cfg := testConfig(dsn)
+	cfg.MaxConns = 1
+	l, err := New(ctxT(t), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	claim(t, l, testOwner, 0)
+	const n = 2 * ddlParallelMin
+	load(t, l, manyTablesBatch(testOwner, 0, -1, "solo", "a", n))
+	if got := creators(t, dsn, "solo"); got != 1 {
+		t.Errorf("%d tables made by %d transactions; want 1", n, got)
+	}
+	wantRows(t, dsn, [][]any{{int64(n - 1)}}, fmt.Sprintf(`SELECT n FROM solo.t%04d`, n-1))
+}
+
+// A statement failing on either connection fails the whole change with
+// Postgres's error; what the helper committed stays, and once the cause
+// is gone the retry makes only what is missing.
+func TestDDLFailureThenRetry(t *testing.T) {
+	t.Parallel()
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	const n = 8 * ddlChunk
+	// A type named like a table (not a composite type, which is a relation
+	// and IF NOT EXISTS would skip): CREATE TABLE cannot make its row type.
+	for _, i := range []int{3, n - 3} {
+		pgtest.Exec(t, dsn, "CREATE SCHEMA IF NOT EXISTS clash")
+		pgtest.Exec(t, dsn, fmt.Sprintf("CREATE TYPE clash.t%04d AS ENUM ('x')", i))
+	}
+	b := manyTablesBatch(testOwner, 0, -1, "clash", "a", n)
+	err := l.Load(ctxT(t), b)
+	if err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("Load: %v; want Postgres's type-exists error", err)
+	}
+	t.Logf("Load: %v", err)
+	made := count(t, dsn, `SELECT count(*) FROM pg_class WHERE relnamespace = 'clash'::regnamespace AND relkind = 'r'`)
+	if made >= n-2 {
+		t.Errorf("%d tables made despite the failure", made)
+	}
+	wantRows(t, dsn, [][]any{{int64(0)}}, `SELECT count(*) FROM _segwarehouse.loads`)
+	pgtest.Exec(t, dsn, fmt.Sprintf("DROP TYPE clash.t%04d", 3))
+	pgtest.Exec(t, dsn, fmt.Sprintf("DROP TYPE clash.t%04d", n-3))
+	load(t, l, manyTablesBatch(testOwner, 0, -1, "clash", "a", n))
+	wantRows(t, dsn, [][]any{{int64(n)}}, `SELECT count(*) FROM pg_class WHERE relnamespace = 'clash'::regnamespace AND relkind = 'r'`)
+	var sum strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			sum.WriteString(" UNION ALL ")
+		}
+		fmt.Fprintf(&sum, "SELECT n FROM clash.t%04d", i)
+	}
+	wantRows(t, dsn, [][]any{{int64(n), int64(n * (n - 1) / 2)}}, `SELECT count(*), sum(n)::bigint FROM (`+sum.String()+`) x`)
+}
+
+// Two loaders creating the same tables at once, each with a helper
+// connection: the DDL lock, held by each transaction while its helper
+// works, keeps them from racing; the second finds the tables made.
+func TestConcurrentLoadersCreateManyTables(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDB(t)
+	a, b := newLoaderOn(t, dsn), newLoaderOn(t, dsn)
+	claim(t, a, "a", 0)
+	if _, err := b.Claim(ctxT(t), testGroup, "b", map[string][]int32{testTopic: {1}}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4 * ddlParallelMin
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, l := range []*Loader{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			owner := []string{"a", "b"}[i]
+			errs[i] = l.Load(ctxT(t), manyTablesBatch(owner, int32(i), -1, "race", owner, n))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("loader %d: %v", i, err)
+		}
+	}
+	if got := creators(t, dsn, "race"); got < 2 {
+		t.Errorf("%d tables made by %d transactions; want a helper's too", n, got)
+	}
+	wantRows(t, dsn, [][]any{{int64(2), int64(2)}}, fmt.Sprintf(`SELECT count(*), count(DISTINCT id) FROM race.t%04d`, n-1))
+	wantRows(t, dsn, [][]any{{int64(n)}}, `SELECT count(*) FROM pg_class WHERE relnamespace = 'race'::regnamespace AND relkind = 'r'`)
+}
+
+func TestChunkStatements(t *testing.T) {
+	got := chunkStatements([]string{"a", "b", "c", "d", "e"}, 2)
+	want := []string{"a;\nb", "c;\nd", "e"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("chunkStatements: %q; want %q", got, want)
+	}
+	if got := chunkStatements(nil, 2); len(got) != 0 {
+		t.Errorf("chunkStatements(nil): %q", got)
+	}
+}
