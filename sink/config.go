@@ -26,7 +26,8 @@ type Config struct {
 	// rejected, discards, loads, merge_state). Default "_segwarehouse".
 	LoaderSchema string `envconfig:"LOADER_SCHEMA" default:"_segwarehouse" desc:"schema for the loader's own tables"`
 	// MaxConns is the most connections the loader opens, a count. One flush
-	// uses one connection. Default 4.
+	// uses one connection; a schema change of many tables borrows a
+	// second one when the pool has it to spare. Default 4.
 	MaxConns int `envconfig:"DATABASE_MAX_CONNS" default:"4" desc:"maximum Postgres connections"`
 	// AllowPlaintext allows a connection string that can send data
 	// unencrypted (sslmode=disable, allow or prefer) to a host that is not
