@@ -87,3 +87,43 @@ func BenchmarkBatchBuild(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPrepareCast compares the two ways a flush's batch of 10,000
+// events is cast to a warehouse that has every table and column: Plan
+// (finding nothing to change) then Conform, or ConformKnown's one pass.
+func BenchmarkPrepareCast(b *testing.B) {
+	dec, _ := NewDecoder(Config{})
+	g := sample.New(7, 50, 20000, sample.DefaultMix)
+	decoded := make([]*Decoded, 10000)
+	for i := range decoded {
+		decoded[i] = dec.Decode(&Record{Topic: "web", Partition: int32(i % 6), Offset: int64(i), Timestamp: time.Now(), Value: g.Next()})
+	}
+	batch := func() *Batch {
+		bb := NewBatchBuilder("g", "o")
+		for _, d := range decoded {
+			bb.Add(d)
+		}
+		return bb.Batch()
+	}
+	w := NewWarehouse()
+	apply(w, Plan(w, batch()))
+	for _, known := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plan+conform", true: "known"}[known], func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				bt := batch()
+				b.StartTimer()
+				if known {
+					if _, ok := ConformKnown(w, bt); !ok {
+						b.Fatal("the warehouse lacks a column")
+					}
+				} else {
+					if len(Plan(w, bt)) != 0 {
+						b.Fatal("the warehouse lacks a column")
+					}
+					Conform(w, bt)
+				}
+			}
+		})
+	}
+}

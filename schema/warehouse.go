@@ -192,6 +192,22 @@ func Widen(a, b Type) Type {
 // first). Conform sets each table's Present and returns the number of
 // values discarded.
 func Conform(w *Warehouse, b *Batch) int {
+	n, _ := conform(w, b, false)
+	return n
+}
+
+// ConformKnown is Conform for a batch that needs no DDL, the steady
+// state, in one pass instead of Plan's and then Conform's: it stops at
+// the first value whose table or column w does not have, returning
+// false, and then Plan must run, its changes be applied and Conform run.
+// The values it cast before stopping stay cast: casting a value to its
+// column's type again leaves it as it is, and Plan's changes only add
+// tables and columns, so that Conform's result is the same.
+func ConformKnown(w *Warehouse, b *Batch) (discarded int, ok bool) {
+	return conform(w, b, true)
+}
+
+func conform(w *Warehouse, b *Batch, known bool) (int, bool) {
 	n := 0
 	for _, tr := range b.Tables {
 		def := w.tables[tr.Table]
@@ -200,6 +216,9 @@ func Conform(w *Warehouse, b *Batch) int {
 			tr.Present = make([]bool, len(def.Cols))
 			g = NewColumnIndex(def.index)
 		} else {
+			if known && len(tr.Rows) > 0 {
+				return n, false
+			}
 			tr.Present = nil
 		}
 		for ri := range tr.Rows {
@@ -229,6 +248,14 @@ func Conform(w *Warehouse, b *Batch) int {
 					j = g.Find(i, c.Name)
 				}
 				if j < 0 {
+					if known {
+						// Keep what this row's earlier values became:
+						// their discards are already in b.Discards.
+						if changed {
+							row.Cols = append(kept, row.Cols[i:]...)
+						}
+						return n, false
+					}
 					change(i)
 					n++
 					reason, code := fmt.Sprintf("table has reached the limit of %d columns", MaxColumns), "column_limit"
@@ -264,7 +291,7 @@ func Conform(w *Warehouse, b *Batch) int {
 			}
 		}
 	}
-	return n
+	return n, true
 }
 
 // ColumnIndex finds the columns of rows in a name → position index. Rows

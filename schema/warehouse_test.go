@@ -429,3 +429,68 @@ func TestColumnIndexReset(t *testing.T) {
 		}
 	}
 }
+
+// ConformKnown then, when it stops, Plan, the changes and Conform give
+// what Plan, the changes and Conform give: the same values, the same
+// discards, none twice.
+func TestConformKnown(t *testing.T) {
+	t.Parallel()
+	intVal := func(i int64) Value { return Value{Kind: KindInt, Int: i, Str: fmt.Sprint(i)} }
+	// The table has price bigint and note text.
+	base := func() *Warehouse {
+		w := NewWarehouse()
+		apply(w, Plan(w, batchOf([]Col{{"price", intVal(1)}, {"note", strVal("x")}})))
+		return w
+	}
+	rows := func(extra bool) *Batch {
+		second := []Col{{"price", strVal("abc")}, {"note", strVal("y")}}
+		if extra {
+			// A cast failure before the new column in the same row.
+			second = append(second, Col{"fresh", strVal("new")})
+		}
+		return batchOf(
+			[]Col{{"price", strVal("42")}, {"note", strVal("a")}},
+			second,
+			[]Col{{"price", Value{Kind: KindNumber, Str: "7"}}},
+		)
+	}
+	dump := func(b *Batch) string {
+		var sb strings.Builder
+		for _, r := range b.Tables[0].Rows {
+			for _, c := range r.Cols {
+				fmt.Fprintf(&sb, "%s=%v:%s ", c.Name, c.Val.Kind, c.Val.Text())
+			}
+			sb.WriteString("| ")
+		}
+		for _, d := range b.Discards {
+			fmt.Fprintf(&sb, "discard %s/%s %q %s; ", d.RowID, d.Column, d.Value, d.Code)
+		}
+		return sb.String()
+	}
+	for _, extra := range []bool{false, true} {
+		wantW, wantB := base(), rows(extra)
+		apply(wantW, Plan(wantW, wantB))
+		Conform(wantW, wantB)
+
+		w, b := base(), rows(extra)
+		_, ok := ConformKnown(w, b)
+		if ok == extra {
+			t.Errorf("extra column %v: ConformKnown ok = %v", extra, ok)
+		}
+		if !ok {
+			apply(w, Plan(w, b))
+			Conform(w, b)
+		}
+		if got, want := dump(b), dump(wantB); got != want {
+			t.Errorf("extra column %v:\n got %s\nwant %s", extra, got, want)
+		}
+		if len(b.Discards) != 1 {
+			t.Errorf("extra column %v: %d discards, want 1 (price abc)", extra, len(b.Discards))
+		}
+	}
+	// A table the warehouse does not have stops it too.
+	b := batchOf([]Col{{"price", intVal(1)}})
+	if _, ok := ConformKnown(NewWarehouse(), b); ok {
+		t.Error("ConformKnown accepted a table the warehouse does not have")
+	}
+}

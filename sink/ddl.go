@@ -108,6 +108,9 @@ type picture struct {
 	// gen is the cache generation the picture was read in: a forget since
 	// then (a failed Load) makes a prepared picture stale.
 	gen uint64
+	// conformed: b's values are already cast to this picture's columns
+	// (schema.ConformKnown).
+	conformed bool
 	// cols holds each event table's COPY columns once the batch is
 	// conformed (see columns).
 	cols map[*schema.TableRows]columnSet
@@ -171,6 +174,12 @@ func (l *Loader) prepare(ctx context.Context, b *schema.Batch, ahead bool) (*pic
 			return nil, err
 		}
 		l.remember(p, defs, merge)
+	}
+	// The steady state needs no DDL: one pass casts the values and finds
+	// that out, instead of Plan's pass and then Conform's.
+	if _, ok := schema.ConformKnown(w, b); ok {
+		p.conformed = true
+		return p, nil
 	}
 	changes := schema.Plan(w, b)
 	// Each round applies up to maxChangesPerTx changes and must shrink the

@@ -112,7 +112,9 @@ func (l *Loader) prepareBatch(ctx context.Context, b *schema.Batch, ahead bool) 
 	if err != nil {
 		return nil, err
 	}
-	schema.Conform(p.w, b)
+	if !p.conformed {
+		schema.Conform(p.w, b)
+	}
 	p.cols = make(map[*schema.TableRows]columnSet, len(b.Tables))
 	for _, tr := range b.Tables {
 		if tr.Merge || len(tr.Rows) == 0 {

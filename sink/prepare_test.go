@@ -99,3 +99,41 @@ func TestPrepareStale(t *testing.T) {
 	load(t, l, b)
 	wantRows(t, dsn, [][]any{{"m1", "a"}}, `SELECT id, v FROM s.u`)
 }
+
+// TestPrepareSteadyState: a batch whose tables and columns all exist is
+// cast in one pass (schema.ConformKnown), without Plan; one that brings a
+// new table is planned, and both load the same way.
+func TestPrepareSteadyState(t *testing.T) {
+	t.Parallel()
+	l, dsn := loaderWithTable(t)
+	known := build(testOwner, 1, rec{off: 1, rows: []schema.TableRow{
+		ev("s", "t", evRow("m2", t0, 1, col("n", vStr("9")))),
+		ev("s", "t", evRow("m3", t0, 1, col("n", vStr("nine")))),
+	}})
+	if err := l.Prepare(ctxT(t), known); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if p, _ := known.Prepared.(*picture); p == nil || !p.conformed {
+		t.Fatalf("a batch needing no DDL was not conformed in one pass: %+v", known.Prepared)
+	}
+	if len(known.Discards) != 1 || known.Discards[0].RowID != "m3" {
+		t.Errorf("discards after Prepare: %+v; want n of m3", known.Discards)
+	}
+	load(t, l, known)
+	fresh := build(testOwner, 2, rec{off: 2, rows: []schema.TableRow{
+		ev("s", "t", evRow("m4", t0, 2, col("n", vStr("x")))),
+		ev("s", "fresh2", evRow("m4", t0, 2, col("f", vInt(1)))),
+	}})
+	if err := l.Prepare(ctxT(t), fresh); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if p, _ := fresh.Prepared.(*picture); p == nil || p.conformed {
+		t.Fatalf("a batch with a new table was not planned: %+v", fresh.Prepared)
+	}
+	if len(fresh.Discards) != 1 || fresh.Discards[0].RowID != "m4" {
+		t.Errorf("discards after Prepare: %+v; want n of m4, once", fresh.Discards)
+	}
+	load(t, l, fresh)
+	wantRows(t, dsn, [][]any{{"m1", int64(7)}, {"m2", int64(9)}, {"m3", nil}, {"m4", nil}}, `SELECT id, n FROM s.t ORDER BY id`)
+	wantRows(t, dsn, [][]any{{int64(2)}}, `SELECT count(*) FROM _segwarehouse.discards`)
+}
