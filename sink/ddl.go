@@ -334,21 +334,22 @@ func (l *Loader) applyDDL(ctx context.Context, p *picture, b *schema.Batch, chan
 		for _, s := range existing {
 			haveSchema[s] = true
 		}
-		var schemaStmts, stmts []string
+		var schemaStmts, creates, alters []string
 		for _, c := range todo {
 			if c.Create && !haveSchema[c.Table.Schema] {
 				haveSchema[c.Table.Schema] = true
 				schemaStmts = append(schemaStmts, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{c.Table.Schema}.Sanitize())
 				newSchemas++
 			}
-			stmts = append(stmts, ddlFor(c))
 			if c.Create {
+				creates = append(creates, ddlFor(c))
 				created++
 			} else {
+				alters = append(alters, ddlFor(c))
 				added += len(c.Cols)
 			}
 		}
-		n, err := l.execDDL(ctx, tx, schemaStmts, stmts)
+		n, err := l.execDDL(ctx, tx, schemaStmts, creates, alters)
 		conns = n
 		if err != nil {
 			return err

@@ -11,9 +11,9 @@ import (
 	"github.com/sourcegraph/conc/pool"
 )
 
-// ddlParallelMin is the fewest table statements worth a second
-// connection. Creating a Segment event table (its columns, primary key,
-// row types and TOAST table) costs Postgres 1.5–3 ms of one backend, so
+// ddlParallelMin is the fewest new tables worth a second connection.
+// Creating a Segment event table (its columns, primary key, row types
+// and TOAST table) costs Postgres 1.5–3 ms of one backend, so
 // the 2,000 tables of a fresh warehouse's first flush take seconds; two
 // backends create them 1.5–1.8× as fast on a 2-core machine (a third
 // did not help there).
@@ -28,24 +28,33 @@ const ddlChunk = 16
 const ddlHelperWait = time.Second
 
 // execDDL runs one applyDDL transaction's statements: the new schemas',
-// then the tables'. Few run in tx. Many are shared, a chunk at a time,
-// with a helper connection whose own transaction commits before tx does:
-// tx holds the DDL advisory lock from before the helper starts until
-// after it ends, so replicas still change the schema one at a time, and
-// the re-read in tx (read committed) sees the helper's tables. New
-// schemas are then committed first, by the helper, as the tables created
-// in them by either transaction need them. A failed statement on either
-// side stops both and fails the whole change; what the helper committed
-// stays, and the retry plans only what is still missing.
+// then the new tables' and the added columns'. Few run in tx. Many new
+// tables are shared, a chunk at a time, with a helper connection whose
+// own transaction commits before tx does: tx holds the DDL advisory lock
+// from before the helper starts until after it ends, so replicas still
+// change the schema one at a time, and the re-read in tx (read
+// committed) sees the helper's tables. New schemas are then committed
+// first, by the helper, as the tables created in them by either
+// transaction need them. A failed statement on either side stops both
+// and fails the whole change; what the helper committed stays, and the
+// retry plans only what is missing.
+//
+// Only CREATE TABLEs go to the helper. An ALTER TABLE may wait for a
+// lock an analyst's query holds (up to ddlLockTimeout); in the helper
+// that wait would leave tx idle in its transaction, where Postgres's
+// idle_in_transaction_session_timeout (SEGWH_DATABASE_IDLE_IN_TX_TIMEOUT)
+// may end tx's session, and with it the advisory lock, while the helper
+// still works. A new table's name is locked by nobody else.
 //
 // It returns how many connections ran statements.
-func (l *Loader) execDDL(ctx context.Context, tx pgx.Tx, schemaStmts, tableStmts []string) (int, error) {
+func (l *Loader) execDDL(ctx context.Context, tx pgx.Tx, schemaStmts, creates, alters []string) (int, error) {
 	var helper *pgxpool.Conn
-	if len(tableStmts) >= ddlParallelMin {
+	if len(creates) >= ddlParallelMin {
 		helper = l.ddlHelper(ctx)
 	}
 	if helper == nil {
-		for _, sql := range joinStatements(append(schemaStmts, tableStmts...), maxDDLBytes) {
+		all := append(append(schemaStmts, creates...), alters...)
+		for _, sql := range joinStatements(all, maxDDLBytes) {
 			if _, err := tx.Exec(ctx, sql); err != nil {
 				return 1, err
 			}
@@ -58,7 +67,7 @@ func (l *Loader) execDDL(ctx context.Context, tx pgx.Tx, schemaStmts, tableStmts
 			return 2, err
 		}
 	}
-	chunks := chunkStatements(tableStmts, ddlChunk)
+	chunks := chunkStatements(creates, ddlChunk)
 	var next atomic.Int64
 	var stop atomic.Bool
 	take := func() (string, bool) {
@@ -78,10 +87,22 @@ func (l *Loader) execDDL(ctx context.Context, tx pgx.Tx, schemaStmts, tableStmts
 	})
 	p.Go(func(context.Context) error {
 		// tx keeps the caller's context: cancelling its query would
-		// take the connection down with it.
-		for sql, ok := take(); ok; sql, ok = take() {
+		// take the connection down with it. Its own ALTERs first, then
+		// a share of the new tables.
+		run := func(sql string) error {
 			if _, err := tx.Exec(ctx, sql); err != nil {
 				stop.Store(true)
+				return err
+			}
+			return nil
+		}
+		for _, sql := range joinStatements(alters, maxDDLBytes) {
+			if err := run(sql); err != nil {
+				return err
+			}
+		}
+		for sql, ok := take(); ok; sql, ok = take() {
+			if err := run(sql); err != nil {
 				return err
 			}
 		}

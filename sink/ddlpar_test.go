@@ -1,32 +1,36 @@
 package sink
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/segwarehouse/segwarehouse/internal/pgtest"
 	"github.com/segwarehouse/segwarehouse/schema"
 )
 
 // manyTablesBatch is a batch on partition part of owner, from offset
-// from, with one row (id prefix-i) in each of n tables s.t0000...
-func manyTablesBatch(owner string, part int32, from int64, s, prefix string, n int) *schema.Batch {
+// from, with one row (id prefix-i) in each of n tables s.t0000..., and
+// then extra.
+func manyTablesBatch(owner string, part int32, from int64, s, prefix string, n int, extra ...schema.TableRow) *schema.Batch {
 	bb := schema.NewBatchBuilder(testGroup, owner)
 	bb.Start(testTopic, part, from)
-	off := from
-	if off < 0 {
-		off = 0
-	}
+	off := max(from, 0)
 	pos := schema.Pos{Topic: testTopic, Partition: part, Offset: off}
 	var rows []schema.TableRow
 	for i := 0; i < n; i++ {
-		row := evRow(fmt.Sprintf("%s-%d", prefix, i), t0, off, col("event", vStr("e")), col("n", vInt(int64(i))))
-		row.Pos = pos
-		rows = append(rows, ev(s, fmt.Sprintf("t%04d", i), row))
+		rows = append(rows, ev(s, fmt.Sprintf("t%04d", i), evRow(fmt.Sprintf("%s-%d", prefix, i), t0, off, col("event", vStr("e")), col("n", vInt(int64(i))))))
 	}
-	bb.Add(&schema.Decoded{Pos: pos, Rows: rows, Messages: n, Bytes: 100})
+	rows = append(rows, extra...)
+	for i := range rows {
+		rows[i].Row.Pos = pos
+	}
+	bb.Add(&schema.Decoded{Pos: pos, Rows: rows, Messages: 1, Bytes: 100})
 	return bb.Batch()
 }
 
@@ -140,4 +144,55 @@ func TestChunkStatements(t *testing.T) {
 	if got := chunkStatements(nil, 2); len(got) != 0 {
 		t.Errorf("chunkStatements(nil): %q", got)
 	}
+}
+
+// An ALTER TABLE waiting for an analyst's lock runs in the transaction
+// holding the DDL lock, never in the helper: there the holder would sit
+// idle in its transaction and Postgres's idle timeout would end its
+// session (and release the DDL lock) while the helper still worked.
+func TestDDLAlterWaitsInHolder(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDB(t)
+	cfg := testConfig(dsn)
+	cfg.IdleInTxTimeout = time.Second
+	l, err := New(ctxT(t), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	claim(t, l, testOwner, 0)
+	load(t, l, build(testOwner, -1, rec{off: 0, rows: []schema.TableRow{ev("s", "t", evRow("m1", t0, 0, col("n", vInt(7))))}}))
+
+	analyst, err := pgx.Connect(ctxT(t), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer analyst.Close(context.Background())
+	if _, err := analyst.Exec(ctxT(t), "BEGIN; LOCK TABLE s.t IN ACCESS SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan error, 1)
+	go func() {
+		time.Sleep(2500 * time.Millisecond) // the ALTER waits longer than the idle timeout
+		_, err := analyst.Exec(context.Background(), "COMMIT")
+		released <- err
+	}()
+	// The row that needs a column on the locked table comes last, so its
+	// ALTER would be among the last statements handed out.
+	const n = 4 * ddlParallelMin
+	b := manyTablesBatch(testOwner, 0, 1, "s", "b", n, ev("s", "t", evRow("m2", t0, 1, col("n", vInt(8)), col("extra", vStr("e")))))
+	if err := l.Load(ctxT(t), b); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+	wantColumns(t, dsn, "s", "t", cols(pc("n", "bigint"), pc("extra", "text")))
+	wantRows(t, dsn, [][]any{{"m2", "e"}}, `SELECT id, extra FROM s.t WHERE extra IS NOT NULL`)
+	// While the holder waited with its ALTER, the helper made the tables.
+	if got := count(t, dsn, `SELECT count(*) FROM pg_class c WHERE c.relnamespace = 's'::regnamespace AND c.relkind = 'r' AND c.relname <> 't'
+		AND c.xmin::text = (SELECT a.xmin::text FROM pg_attribute a WHERE a.attrelid = 's.t'::regclass AND a.attname = 'extra')`); got != 0 {
+		t.Errorf("%d of the %d new tables made by the transaction that waited to add the column; want 0 (the helper made them)", got, n)
+	}
+	wantRows(t, dsn, [][]any{{int64(n + 1)}}, `SELECT count(*) FROM pg_class WHERE relnamespace = 's'::regnamespace AND relkind = 'r'`)
 }
