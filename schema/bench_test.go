@@ -60,13 +60,20 @@ func BenchmarkDecodeStdlibBaseline(b *testing.B) {
 // BenchmarkBatchBuild measures building one flush's batch (dedup by id,
 // users/accounts rows merged) from 20,000 decoded records of the
 // benchmark's mix.
-func BenchmarkBatchBuild(b *testing.B) {
+// sampleDecoded returns n decoded events of the default mix (50 event
+// names, 20,000 users) on 6 partitions.
+func sampleDecoded(n int) []*Decoded {
 	dec, _ := NewDecoder(Config{})
 	g := sample.New(7, 50, 20000, sample.DefaultMix)
-	decoded := make([]*Decoded, 20000)
+	decoded := make([]*Decoded, n)
 	for i := range decoded {
 		decoded[i] = dec.Decode(&Record{Topic: "web", Partition: int32(i % 6), Offset: int64(i), Timestamp: time.Now(), Value: g.Next()})
 	}
+	return decoded
+}
+
+func BenchmarkBatchBuild(b *testing.B) {
+	decoded := sampleDecoded(20000)
 	for _, expect := range []bool{false, true} {
 		b.Run(map[bool]string{false: "grown", true: "expected"}[expect], func(b *testing.B) {
 			var sz Sizes
@@ -92,12 +99,7 @@ func BenchmarkBatchBuild(b *testing.B) {
 // events is cast to a warehouse that has every table and column: Plan
 // (finding nothing to change) then Conform, or ConformKnown's one pass.
 func BenchmarkPrepareCast(b *testing.B) {
-	dec, _ := NewDecoder(Config{})
-	g := sample.New(7, 50, 20000, sample.DefaultMix)
-	decoded := make([]*Decoded, 10000)
-	for i := range decoded {
-		decoded[i] = dec.Decode(&Record{Topic: "web", Partition: int32(i % 6), Offset: int64(i), Timestamp: time.Now(), Value: g.Next()})
-	}
+	decoded := sampleDecoded(10000)
 	batch := func() *Batch {
 		bb := NewBatchBuilder("g", "o")
 		for _, d := range decoded {

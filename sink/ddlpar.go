@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -53,8 +54,7 @@ func (l *Loader) execDDL(ctx context.Context, tx pgx.Tx, schemaStmts, creates, a
 		helper = l.ddlHelper(ctx)
 	}
 	if helper == nil {
-		all := append(append(schemaStmts, creates...), alters...)
-		for _, sql := range joinStatements(all, maxDDLBytes) {
+		for _, sql := range joinStatements(slices.Concat(schemaStmts, creates, alters), maxDDLBytes) {
 			if _, err := tx.Exec(ctx, sql); err != nil {
 				return 1, err
 			}

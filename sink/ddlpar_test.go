@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -106,28 +105,10 @@ func TestDDLFailureThenRetry(t *testing.T) {
 func TestConcurrentLoadersCreateManyTables(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDB(t)
-	a, b := newLoaderOn(t, dsn), newLoaderOn(t, dsn)
-	claim(t, a, "a", 0)
-	if _, err := b.Claim(ctxT(t), testGroup, "b", map[string][]int32{testTopic: {1}}); err != nil {
-		t.Fatal(err)
-	}
 	const n = 4 * ddlParallelMin
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, l := range []*Loader{a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			owner := []string{"a", "b"}[i]
-			errs[i] = l.Load(ctxT(t), manyTablesBatch(owner, int32(i), -1, "race", owner, n))
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("loader %d: %v", i, err)
-		}
-	}
+	twoLoaders(t, dsn, func(l *Loader, owner string, part int32) error {
+		return l.Load(ctxT(t), manyTablesBatch(owner, part, -1, "race", owner, n))
+	})
 	if got := creators(t, dsn, "race"); got < 2 {
 		t.Errorf("%d tables made by %d transactions; want a helper's too", n, got)
 	}

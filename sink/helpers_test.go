@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,4 +163,31 @@ func wantRows(t testing.TB, dsn string, want [][]any, sql string, args ...any) {
 func count(t testing.TB, dsn, sql string, args ...any) int64 {
 	t.Helper()
 	return pgtest.Query(t, dsn, sql, args...)[0][0].(int64)
+}
+
+// twoLoaders runs load at once on two loaders of the database dsn, owners
+// "a" and "b" holding partitions 0 and 1, and fails t with either's error.
+func twoLoaders(t *testing.T, dsn string, load func(l *Loader, owner string, part int32) error) {
+	t.Helper()
+	owners := []string{"a", "b"}
+	loaders := make([]*Loader, len(owners))
+	for i, owner := range owners {
+		loaders[i] = newLoaderOn(t, dsn)
+		claim(t, loaders[i], owner, int32(i))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(owners))
+	for i, l := range loaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = load(l, owners[i], int32(i))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("loader %s: %v", owners[i], err)
+		}
+	}
 }

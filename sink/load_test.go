@@ -542,47 +542,27 @@ func TestHostileIdentifiers(t *testing.T) {
 func TestConcurrentLoadersAddSameColumns(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDB(t)
-	a, b := newLoaderOn(t, dsn), newLoaderOn(t, dsn)
-	if _, err := a.Claim(ctxT(t), testGroup, "a", map[string][]int32{testTopic: {0}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Claim(ctxT(t), testGroup, "b", map[string][]int32{testTopic: {1}}); err != nil {
-		t.Fatal(err)
-	}
 	const rounds = 4
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, l := range []*Loader{a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			owner := []string{"a", "b"}[i]
-			from := int64(-1)
-			for r := 0; r < rounds; r++ {
-				bb := schema.NewBatchBuilder(testGroup, owner)
-				bb.Start(testTopic, int32(i), from)
-				rowCols := []schema.Col{col("id", vStr(fmt.Sprintf("%s-%d", owner, r))), col("received_at", vTime(t0))}
-				for c := 0; c <= r; c++ {
-					rowCols = append(rowCols, col(fmt.Sprintf("c%d", c), vInt(int64(c))))
-				}
-				bb.Add(&schema.Decoded{Pos: schema.Pos{Topic: testTopic, Partition: int32(i), Offset: int64(r)}, Rows: []schema.TableRow{
-					{Table: schema.TableRef{Schema: "s", Table: "tracks"}, Row: schema.Row{ID: rowCols[0].Val.Str, ReceivedAt: t0, Cols: rowCols}},
-					{Table: schema.TableRef{Schema: "s", Table: fmt.Sprintf("t%d", r)}, Row: schema.Row{ID: rowCols[0].Val.Str, ReceivedAt: t0, Cols: rowCols}},
-				}})
-				if err := l.Load(ctxT(t), bb.Batch()); err != nil {
-					errs[i] = fmt.Errorf("round %d: %w", r, err)
-					return
-				}
-				from = int64(r) + 1
+	twoLoaders(t, dsn, func(l *Loader, owner string, part int32) error {
+		from := int64(-1)
+		for r := 0; r < rounds; r++ {
+			bb := schema.NewBatchBuilder(testGroup, owner)
+			bb.Start(testTopic, part, from)
+			rowCols := []schema.Col{col("id", vStr(fmt.Sprintf("%s-%d", owner, r))), col("received_at", vTime(t0))}
+			for c := 0; c <= r; c++ {
+				rowCols = append(rowCols, col(fmt.Sprintf("c%d", c), vInt(int64(c))))
 			}
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("loader %d: %v", i, err)
+			bb.Add(&schema.Decoded{Pos: schema.Pos{Topic: testTopic, Partition: part, Offset: int64(r)}, Rows: []schema.TableRow{
+				{Table: schema.TableRef{Schema: "s", Table: "tracks"}, Row: schema.Row{ID: rowCols[0].Val.Str, ReceivedAt: t0, Cols: rowCols}},
+				{Table: schema.TableRef{Schema: "s", Table: fmt.Sprintf("t%d", r)}, Row: schema.Row{ID: rowCols[0].Val.Str, ReceivedAt: t0, Cols: rowCols}},
+			}})
+			if err := l.Load(ctxT(t), bb.Batch()); err != nil {
+				return fmt.Errorf("round %d: %w", r, err)
+			}
+			from = int64(r) + 1
 		}
-	}
+		return nil
+	})
 	wantColumns(t, dsn, "s", "tracks", cols(pc("c0", "bigint"), pc("c1", "bigint"),
 		pc("c2", "bigint"), pc("c3", "bigint")))
 	wantRows(t, dsn, [][]any{{int64(2 * rounds)}}, `SELECT count(*) FROM s.tracks`)
