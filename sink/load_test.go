@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -621,47 +620,29 @@ func TestManyTables(t *testing.T) {
 func TestConcurrentMerges(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDB(t)
-	loaders := []*Loader{newLoaderOn(t, dsn), newLoaderOn(t, dsn)}
-	owners := []string{"a", "b"}
-	for i, l := range loaders {
-		if _, err := l.Claim(ctxT(t), testGroup, owners[i], map[string][]int32{testTopic: {int32(i)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	const rounds, users = 6, 50
-	var wg sync.WaitGroup
-	errs := make([]error, len(loaders))
-	for i, l := range loaders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			from := int64(-1)
-			for r := 0; r < rounds; r++ {
-				bb := schema.NewBatchBuilder(testGroup, owners[i])
-				bb.Start(testTopic, int32(i), from)
-				// Loader a's calls are older in even rounds, newer in odd
-				// ones; the winner per user is the last round's newer call.
-				recv := t0.Add(time.Duration(2*r+(i+r)%2) * time.Second)
-				var rows []schema.TableRow
-				for u := 0; u < users; u++ {
-					rows = append(rows, userRow("s", fmt.Sprintf("u%02d", u), recv, fmt.Sprintf("%s-%d-%d", owners[i], r, u),
-						col("x", vStr(fmt.Sprintf("%s-%d", owners[i], r))), col("by_"+owners[i], vInt(int64(r)))))
-				}
-				bb.Add(&schema.Decoded{Pos: schema.Pos{Topic: testTopic, Partition: int32(i), Offset: int64(r)}, Rows: rows})
-				if err := l.Load(ctxT(t), bb.Batch()); err != nil {
-					errs[i] = fmt.Errorf("round %d: %w", r, err)
-					return
-				}
-				from = int64(r) + 1
+	twoLoaders(t, dsn, func(l *Loader, owner string, part int32) error {
+		i := int(part)
+		from := int64(-1)
+		for r := 0; r < rounds; r++ {
+			bb := schema.NewBatchBuilder(testGroup, owner)
+			bb.Start(testTopic, part, from)
+			// Loader a's calls are older in even rounds, newer in odd
+			// ones; the winner per user is the last round's newer call.
+			recv := t0.Add(time.Duration(2*r+(i+r)%2) * time.Second)
+			var rows []schema.TableRow
+			for u := 0; u < users; u++ {
+				rows = append(rows, userRow("s", fmt.Sprintf("u%02d", u), recv, fmt.Sprintf("%s-%d-%d", owner, r, u),
+					col("x", vStr(fmt.Sprintf("%s-%d", owner, r))), col("by_"+owner, vInt(int64(r)))))
 			}
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("loader %s: %v", owners[i], err)
+			bb.Add(&schema.Decoded{Pos: schema.Pos{Topic: testTopic, Partition: part, Offset: int64(r)}, Rows: rows})
+			if err := l.Load(ctxT(t), bb.Batch()); err != nil {
+				return fmt.Errorf("round %d: %w", r, err)
+			}
+			from = int64(r) + 1
 		}
-	}
+		return nil
+	})
 	// Last round (5): (i+5)%2 makes a's call 1 s newer than b's.
 	wantRows(t, dsn, [][]any{{"a-5", int64(rounds - 1), int64(rounds - 1), int64(users)}},
 		`SELECT x, max(by_a), max(by_b), count(*) FROM s.users GROUP BY x`)
