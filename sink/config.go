@@ -36,9 +36,11 @@ type Config struct {
 	// IdleInTxTimeout is Postgres's idle_in_transaction_session_timeout
 	// for the loader's sessions: a loader stalled this long inside a flush
 	// loses its transaction, and with it the locks that would stall the
-	// other loaders. A flush is never idle that long on purpose. 0 turns it
-	// off. Default 15s.
-	IdleInTxTimeout time.Duration `envconfig:"DATABASE_IDLE_IN_TX_TIMEOUT" default:"15s" desc:"end a loader session idle this long inside a flush transaction (frees its locks); 0: never"`
+	// other loaders. A flush is never idle that long on purpose. A loader
+	// stalled as long in the middle of a statement (a COPY stream), which
+	// Postgres counts as active, is ended by the other loaders when some
+	// session waits for its locks (stall.go). 0 turns both off. Default 15s.
+	IdleInTxTimeout time.Duration `envconfig:"DATABASE_IDLE_IN_TX_TIMEOUT" default:"15s" desc:"end a loader session stalled this long inside a flush transaction, idle or mid-statement (frees its locks); 0: never"`
 	// ConnectTimeout bounds one connection attempt, a duration. Default 10s.
 	ConnectTimeout time.Duration `envconfig:"DATABASE_CONNECT_TIMEOUT" default:"10s" desc:"timeout of one connection attempt"`
 }

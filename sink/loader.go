@@ -35,6 +35,10 @@ type Loader struct {
 
 	tracer trace.Tracer // spans for DDL, each COPY, the merges and the commit
 	ddl    struct{ schemas, tables, columns atomic.Int64 }
+	stalls atomic.Int64 // stalled loader sessions this loader ended (stall.go)
+
+	stopWatch func()        // ends watchStalls
+	watching  chan struct{} // closed when watchStalls has returned
 
 	mu    sync.Mutex               // guards cache, exact and gen
 	cache *schema.Warehouse        // warehouse tables as last read or created
@@ -150,11 +154,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Lo
 		return nil, l.wrap("creating the loader's tables in schema "+cfg.LoaderSchema, err)
 	}
 	log.Info("connected to warehouse", "host", cc.Host, "database", cc.Database, "user", cc.User, "loader_schema", cfg.LoaderSchema)
+	wctx, stop := context.WithCancel(context.Background())
+	l.stopWatch, l.watching = stop, make(chan struct{})
+	go func() {
+		defer close(l.watching)
+		if cfg.IdleInTxTimeout > 0 {
+			l.watchStalls(wctx, cfg.IdleInTxTimeout)
+		}
+	}()
 	return l, nil
 }
 
 // Close closes every connection. Loads in flight fail.
-func (l *Loader) Close() { l.pool.Close() }
+func (l *Loader) Close() {
+	l.stopWatch()
+	<-l.watching
+	l.pool.Close()
+}
+
+// StalledSessionsEnded is how many stalled loader sessions (stall.go) this
+// loader has ended.
+func (l *Loader) StalledSessionsEnded() int64 { return l.stalls.Load() }
 
 // wrap classifies err as an *Error carrying what the loader was doing.
 func (l *Loader) wrap(op string, err error) error {

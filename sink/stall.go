@@ -1,0 +1,154 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// A loader frozen in the middle of a statement (a stopped process, a
+// frozen VM or pod whose TCP connection stays up) while its backend waits
+// for the rest of a COPY stream or of a pipelined batch counts as active,
+// not idle: idle_in_transaction_session_timeout does not end it, and
+// neither does statement_timeout (Postgres holds query cancels while it
+// reads a COPY stream from the client). Such a session keeps its
+// partitions' offsets rows, and perhaps the merge lock, until its TCP
+// connection dies, which can take hours: the partitions' new owner and
+// every other loader's merges wait on it.
+//
+// Every loader therefore sweeps the database every third of the stall
+// limit and ends such sessions with pg_terminate_backend, the one signal
+// Postgres handles while it waits for its client. A session is ended only
+// when, in two sweeps in a row, all of these hold:
+//   - it is inside a flush: it holds a write lock on the offsets table,
+//     which only a loader's data transaction takes (the fence runs first);
+//   - its current statement began more than the stall limit ago and its
+//     backend is waiting for its client (wait event ClientRead);
+//   - another session waits for one of its locks;
+//   - it made no progress between the two sweeps: the same statement, and
+//     a COPY's bytes_processed (pg_stat_progress_copy) unchanged, so a
+//     slow but moving COPY over a slow link is left alone.
+//
+// Ending it loses nothing: its transaction rolls back, it would have been
+// fenced anyway once its partitions were claimed, and a loader that does
+// come back retries on a new connection. Sessions of another role are
+// seen and ended only when the loader's role may (pg_read_all_stats,
+// pg_signal_backend); running every loader as one role needs neither.
+
+// stallCandidates lists the sessions that meet every condition but the
+// last one.
+const stallCandidates = `SELECT a.pid, a.query_start, coalesce(p.bytes_processed, -1),
+	coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'),
+	extract(epoch FROM now() - a.query_start)::float8, left(a.query, 80)
+FROM pg_stat_activity a LEFT JOIN pg_stat_progress_copy p ON p.pid = a.pid
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+	AND a.state = 'active' AND a.wait_event_type = 'Client' AND a.wait_event = 'ClientRead'
+	AND a.query_start < now() - make_interval(secs => $1)
+	AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted
+		AND l.locktype = 'relation' AND l.relation = $2::regclass AND l.mode = 'RowExclusiveLock')
+	AND EXISTS (SELECT 1 FROM pg_stat_activity w WHERE w.wait_event_type = 'Lock'
+		AND a.pid = ANY (pg_blocking_pids(w.pid)))`
+
+// stalledSession is a session a sweep found stalled.
+type stalledSession struct {
+	PID        int32
+	App        string
+	Client     string
+	StalledFor time.Duration
+	Query      string
+
+	start time.Time // its statement's start
+	bytes int64     // its COPY's bytes_processed, -1 outside a COPY
+}
+
+// stallWatch remembers what one sweep saw for the next one.
+type stallWatch struct {
+	pool    *pgxpool.Pool
+	offsets string        // the offsets table's quoted name
+	limit   time.Duration // how long a statement may wait for its client
+	seen    map[int32]stalledSession
+}
+
+// sweep ends every session that has met the conditions above in this
+// sweep and the one before, and returns those it ended.
+func (w *stallWatch) sweep(ctx context.Context) ([]stalledSession, error) {
+	rows, err := w.pool.Query(ctx, stallCandidates, w.limit.Seconds(), w.offsets)
+	if err != nil {
+		return nil, err
+	}
+	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stalledSession, error) {
+		var s stalledSession
+		var secs float64
+		err := r.Scan(&s.PID, &s.start, &s.bytes, &s.App, &s.Client, &secs, &s.Query)
+		s.StalledFor = time.Duration(secs * float64(time.Second)).Round(time.Millisecond)
+		return s, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	prev := w.seen
+	w.seen = make(map[int32]stalledSession, len(found))
+	var ended []stalledSession
+	for _, s := range found {
+		p, ok := prev[s.PID]
+		if !ok || !p.start.Equal(s.start) || p.bytes != s.bytes {
+			w.seen[s.PID] = s // first seen, or it moved: look again next time
+			continue
+		}
+		var done bool
+		if err := w.pool.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, s.PID).Scan(&done); err != nil {
+			return ended, err
+		}
+		if done {
+			ended = append(ended, s)
+		}
+	}
+	return ended, nil
+}
+
+// watchStalls sweeps every limit/3 until ctx ends, logging every session
+// it ends and, once per cause, why a sweep failed.
+func (l *Loader) watchStalls(ctx context.Context, limit time.Duration) {
+	w := &stallWatch{pool: l.pool, offsets: l.offsets, limit: limit}
+	every := max(limit/3, 50*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, every)
+		ended, err := w.sweep(sctx)
+		cancel()
+		for _, s := range ended {
+			l.stalls.Add(1)
+			l.log.Warn("ended a loader session stalled in the middle of a statement inside its flush, which other sessions were waiting for",
+				"pid", s.PID, "application_name", s.App, "client", s.Client, "stalled_for", s.StalledFor, "statement", s.Query)
+		}
+		switch {
+		case err == nil:
+			lastErr = ""
+		case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+			// Closing, or the pool is busy: the next sweep.
+		case err.Error() != lastErr:
+			lastErr = err.Error()
+			l.log.Warn("could not look for loader sessions stalled inside a flush", "error", l.wrap("sweeping for stalled sessions", err), "fix", stallFix(err))
+		}
+	}
+}
+
+// stallFix says what an operator does about a failed sweep.
+func stallFix(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42501" {
+		return "run every loader as one role, or GRANT pg_signal_backend TO the loaders' role, so a loader may end another's stalled session"
+	}
+	return "none if the next sweep passes: it runs again"
+}
