@@ -563,6 +563,9 @@ func TestFaultZombieMidCopy(t *testing.T) {
 	if !strings.Contains(ended, "application_name=zombie") || !strings.Contains(ended, fmt.Sprintf("pid=%v", state[3])) {
 		t.Errorf("the survivor did not log ending the zombie's backend %v: %q", state[3], ended)
 	}
+	if n := sum(scrape(t, y.httpAddr(t)), "segwarehouse_stalled_sessions_ended_total"); n != 1 {
+		t.Errorf("the survivor's segwarehouse_stalled_sessions_ended_total = %v, want 1", n)
+	}
 	z.signal(t, syscall.SIGCONT)
 	proxy.release()
 	waitStream(t, done, 2*time.Minute)

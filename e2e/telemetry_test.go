@@ -157,6 +157,7 @@ func TestMetricsAndProbes(t *testing.T) {
 		{"segwarehouse_consumer_lag", nil, 0},
 		{"segwarehouse_ready", nil, 1},
 		{"segwarehouse_ddl_statements_total", []string{`kind="create_table"`}, 4},
+		{"segwarehouse_stalled_sessions_ended_total", nil, 0},
 	}
 	for _, c := range checks {
 		if got := sum(m, c.name, c.with...); got != c.want {

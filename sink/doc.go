@@ -13,6 +13,10 @@
 // first, then the rows, discards, rejected records and a loads row; either
 // all of it commits or nothing does.
 //
+// Every Loader also sweeps the database for other loaders' sessions frozen
+// in the middle of a statement inside their flush while others wait for
+// their locks, and ends them (stall.go).
+//
 //	l, err := sink.New(ctx, cfg, log)
 //	if err != nil { ... }
 //	defer l.Close()

@@ -92,7 +92,7 @@ func runLoader(ctx context.Context, cfg *config, log *slog.Logger, stdout io.Wri
 		return fmt.Errorf("connecting to Postgres: %w", err)
 	}
 	defer snk.Close()
-	rec, err := telemetry.NewRecorder(tel.Meter, snk.DDLStats)
+	rec, err := telemetry.NewRecorder(tel.Meter, snk)
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}

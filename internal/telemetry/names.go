@@ -26,6 +26,7 @@ var Metrics = []Metric{
 	{"segwarehouse_consumer_lag", "gauge", []string{"topic", "partition"}, "Records in Kafka not yet loaded: high watermark minus the offset stored in Postgres."},
 	{"segwarehouse_ddl_statements_total", "counter", []string{"kind"}, "DDL statements run: create_schema, create_table, add_column."},
 	{"segwarehouse_retries_total", "counter", nil, "Flush retries after a retryable Postgres error."},
+	{"segwarehouse_stalled_sessions_ended_total", "counter", nil, "Loader sessions stalled in the middle of a statement inside their flush, which other sessions waited for, that this pod ended."},
 	{"segwarehouse_rebalances_total", "counter", nil, "Partition assignments and revocations seen by this member."},
 	{"segwarehouse_ready", "gauge", nil, "1 when /readyz answers ready, else 0."},
 }

@@ -34,10 +34,16 @@ func (r *Recorder) Watch(src StatsSource) { r.src.Store(&src) }
 
 var _ consumer.Observer = (*Recorder)(nil)
 
+// LoaderStats is what the recorder reads from the sink at every collection.
+type LoaderStats interface {
+	DDLStats() map[string]int64  // DDL statements run, by kind
+	StalledSessionsEnded() int64 // stalled loader sessions ended
+}
+
 // NewRecorder registers the instruments on m. The source set with Watch is
-// read at every collection for lag, retries, rebalances and readiness; ddl,
-// when not nil, returns DDL statement counts by kind.
-func NewRecorder(m metric.Meter, ddl func() map[string]int64) (*Recorder, error) {
+// read at every collection for lag, retries, rebalances and readiness;
+// loader, when not nil, for DDL statements and stalled sessions ended.
+func NewRecorder(m metric.Meter, loader LoaderStats) (*Recorder, error) {
 	var (
 		r    Recorder
 		errs []error
@@ -73,6 +79,9 @@ func NewRecorder(m metric.Meter, ddl func() map[string]int64) (*Recorder, error)
 	ddlStmts, err := m.Int64ObservableCounter("segwarehouse.ddl.statements", metric.WithUnit("{statement}"),
 		metric.WithDescription("DDL statements run: create_schema, create_table, add_column."))
 	errs = append(errs, err)
+	stalls, err := m.Int64ObservableCounter("segwarehouse.stalled_sessions.ended", metric.WithUnit("{session}"),
+		metric.WithDescription("Loader sessions stalled in the middle of a statement inside their flush, which other sessions waited for, that this pod ended."))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -93,13 +102,14 @@ func NewRecorder(m metric.Meter, ddl func() map[string]int64) (*Recorder, error)
 			up = 1
 		}
 		o.ObserveInt64(ready, up)
-		if ddl != nil {
-			for kind, n := range ddl() {
+		if loader != nil {
+			for kind, n := range loader.DDLStats() {
 				o.ObserveInt64(ddlStmts, n, metric.WithAttributes(attribute.String("kind", kind)))
 			}
+			o.ObserveInt64(stalls, loader.StalledSessionsEnded())
 		}
 		return nil
-	}, lag, retries, rebalances, ready, ddlStmts)
+	}, lag, retries, rebalances, ready, ddlStmts, stalls)
 	if err != nil {
 		return nil, err
 	}
