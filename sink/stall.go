@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,11 +41,13 @@ import (
 // pg_signal_backend); running every loader as one role needs neither.
 
 // stallCandidates lists the sessions that meet every condition but the
-// last one.
+// last one. Postgres before 14 has no pg_stat_progress_copy: there
+// noProgressCopy stands in for it, and a COPY waiting for its client in
+// two sweeps counts as stalled.
 const stallCandidates = `SELECT a.pid, a.query_start, coalesce(p.bytes_processed, -1),
 	coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'),
 	extract(epoch FROM now() - a.query_start)::float8, left(a.query, 80)
-FROM pg_stat_activity a LEFT JOIN pg_stat_progress_copy p ON p.pid = a.pid
+FROM pg_stat_activity a LEFT JOIN ` + progressCopy + ` ON p.pid = a.pid
 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
 	AND a.state = 'active' AND a.wait_event_type = 'Client' AND a.wait_event = 'ClientRead'
 	AND a.query_start < now() - make_interval(secs => $1)
@@ -52,6 +55,11 @@ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
 		AND l.locktype = 'relation' AND l.relation = $2::regclass AND l.mode = 'RowExclusiveLock')
 	AND EXISTS (SELECT 1 FROM pg_stat_activity w WHERE w.wait_event_type = 'Lock'
 		AND a.pid = ANY (pg_blocking_pids(w.pid)))`
+
+const (
+	progressCopy   = "pg_stat_progress_copy p"
+	noProgressCopy = "(SELECT NULL::int AS pid, NULL::bigint AS bytes_processed) p"
+)
 
 // stalledSession is a session a sweep found stalled.
 type stalledSession struct {
@@ -70,13 +78,24 @@ type stallWatch struct {
 	pool    *pgxpool.Pool
 	offsets string        // the offsets table's quoted name
 	limit   time.Duration // how long a statement may wait for its client
+	query   string        // stallCandidates for the server's version
 	seen    map[int32]stalledSession
 }
 
 // sweep ends every session that has met the conditions above in this
 // sweep and the one before, and returns those it ended.
 func (w *stallWatch) sweep(ctx context.Context) ([]stalledSession, error) {
-	rows, err := w.pool.Query(ctx, stallCandidates, w.limit.Seconds(), w.offsets)
+	if w.query == "" {
+		var version int
+		if err := w.pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+			return nil, err
+		}
+		w.query = stallCandidates
+		if version < 140000 {
+			w.query = strings.Replace(stallCandidates, progressCopy, noProgressCopy, 1)
+		}
+	}
+	rows, err := w.pool.Query(ctx, w.query, w.limit.Seconds(), w.offsets)
 	if err != nil {
 		return nil, err
 	}

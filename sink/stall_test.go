@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -211,4 +212,41 @@ func TestStallWatcher(t *testing.T) {
 		t.Errorf("zombie's COPY ended with %v, want admin_shutdown (57P01): its session terminated", err)
 	}
 	waitUntil(t, "the zombie's backend to exit", func() bool { return !alive(t, dsn, zombie) })
+}
+
+// TestStallSweepWithoutCopyProgress runs the sweep as on Postgres before
+// 14, which has no pg_stat_progress_copy: a stalled flush is still ended.
+func TestStallSweepWithoutCopyProgress(t *testing.T) {
+	t.Parallel()
+	l, dsn := newLoader(t)
+	claim(t, l, "zombie", 0)
+	zombie, release := stallInCopy(t, dsn, `UPDATE _segwarehouse.offsets SET updated_at = now()`, false)
+	claimed := make(chan error, 1)
+	go func() {
+		_, err := l.Claim(ctxT(t), testGroup, "survivor", map[string][]int32{testTopic: {0}})
+		claimed <- err
+	}()
+	waitUntil(t, "the claim to wait for the zombie", func() bool {
+		return count(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 1
+	})
+	const limit = 100 * time.Millisecond
+	time.Sleep(limit)
+	w := &stallWatch{pool: l.pool, offsets: l.offsets, limit: limit,
+		query: strings.Replace(stallCandidates, progressCopy, noProgressCopy, 1)}
+	var ended []stalledSession
+	for i := 0; i < 2; i++ {
+		var err error
+		if ended, err = w.sweep(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ended) != 1 || ended[0].PID != zombie {
+		t.Fatalf("two sweeps ended %+v, want the zombie %d", ended, zombie)
+	}
+	if err := <-claimed; err != nil {
+		t.Fatal(err)
+	}
+	if err := release(); err == nil {
+		t.Error("the zombie's COPY succeeded after its session was ended")
+	}
 }
