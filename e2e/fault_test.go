@@ -386,6 +386,101 @@ func TestFaultZombie(t *testing.T) {
 	t.Log(f.figures())
 }
 
+// zombieRun is the scaffolding of the tests that freeze a loader inside
+// its data transaction: a "zombie" and a "survivor" loader (named so in
+// application_name) sharing 6 partitions under a steady stream.
+type zombieRun struct {
+	admin, ldsn string
+	b           *broker
+	cw          *commitWatch
+	w           *workload
+	f           *fleet
+	z, y        *loader
+	done        <-chan error
+}
+
+// startZombieRun starts both loaders with env added to faultEnv, the
+// zombie's database URL passed through via (nil: as it is), and waits
+// until each owns partitions with stored offsets.
+func startZombieRun(t *testing.T, env map[string]string, via func(dsn string) string) *zombieRun {
+	r := &zombieRun{}
+	r.admin, r.ldsn = warehouse(t)
+	r.b = newFaultBroker(t, 6, "events")
+	r.cw = watchCommits(t, r.b, r.admin, faultGroup, "events")
+	r.w = newWorkload("events", testSeed(t))
+	fenv := faultEnv(r.b, r.ldsn, "events")
+	for k, v := range env {
+		fenv[k] = v
+	}
+	r.f = newFleet(t, fenv)
+	zdsn := withAppName(t, r.ldsn, "zombie")
+	if via != nil {
+		zdsn = via(zdsn)
+	}
+	r.z = r.f.start(map[string]string{"SEGWH_DATABASE_URL": zdsn})
+	r.y = r.f.start(map[string]string{"SEGWH_DATABASE_URL": withAppName(t, r.ldsn, "survivor")})
+	r.done = r.w.stream(t, r.b, envInt("SEGWH_E2E_ZOMBIE_TX_EVENTS", 16000), 800)
+	waitFor(t, time.Minute, "both loaders to own partitions and store offsets", func() bool {
+		o := ownersOf(t, r.admin, "events")
+		return len(o) == 6 && len(distinct(o)) == 2 && len(storedOffsets(t, r.admin, faultGroup)["events"]) == 6
+	})
+	return r
+}
+
+// zombieBackend returns the zombie's backend inside a transaction that has
+// written (state, wait event, the start of its statement, pid), or nil.
+func (r *zombieRun) zombieBackend(t *testing.T) []any {
+	rows := pgtest.Query(t, r.admin, `SELECT state, wait_event, left(query, 40), pid FROM pg_stat_activity
+		WHERE application_name = 'zombie' AND backend_xid IS NOT NULL`)
+	if len(rows) == 0 {
+		return nil
+	}
+	return rows[0]
+}
+
+// waitMovedOn waits until every partition's stored offset has passed at,
+// or until within has gone by since frozen, and fails t naming the
+// partitions that made no progress and what the survivor waits for.
+func (r *zombieRun) waitMovedOn(t *testing.T, at map[int32]int64, frozen time.Time, within time.Duration, limits string) {
+	stalled := func() []int32 {
+		now := storedOffsets(t, r.admin, faultGroup)["events"]
+		var s []int32
+		for p := range int32(6) {
+			if now[p] <= at[p] {
+				s = append(s, p)
+			}
+		}
+		return s
+	}
+	for len(stalled()) > 0 && time.Since(frozen) < within {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if s := stalled(); len(s) > 0 {
+		waiting := pgtest.Query(t, r.admin, `SELECT left(query, 60) FROM pg_stat_activity WHERE application_name = 'survivor' AND wait_event_type = 'Lock'`)
+		t.Errorf("partitions %v made no progress in the %s the zombie has been frozen inside its transaction (%s); "+
+			"the survivor's backends waiting on locks: %v", s, time.Since(frozen).Round(time.Second), limits, waiting)
+		return
+	}
+	t.Logf("every partition moved on %s after the freeze", time.Since(frozen).Round(100*time.Millisecond))
+}
+
+// finish lets the zombie go on, waits for everything to be loaded, stops
+// both loaders and checks that every event landed exactly once.
+func (r *zombieRun) finish(t *testing.T) {
+	r.z.signal(t, syscall.SIGCONT)
+	waitStream(t, r.done, 2*time.Minute)
+	waitLoaded(t, r.b, r.admin, 2*time.Minute, "events")
+	for _, l := range []*loader{r.z, r.y} {
+		if err := l.stop(t, 30*time.Second); err != nil {
+			t.Errorf("loader exited with %v after SIGTERM", err)
+		}
+	}
+	t.Log(assertExactlyOnce(t, r.admin, r.b, r.w))
+	t.Log(r.cw.finish(t))
+	t.Logf("workload: %s", r.w.figures())
+	t.Log(r.f.figures())
+}
+
 // TestFaultZombieInTransaction pauses a loader (SIGSTOP) inside its data
 // transaction, after the fence's UPDATE locked its partitions' rows in the
 // offsets table, and keeps it paused. The group gives its partitions to
@@ -403,33 +498,14 @@ func TestFaultZombie(t *testing.T) {
 // does not cover: such a pause is retried here, and TestFaultZombieMidCopy
 // tests it.
 func TestFaultZombieInTransaction(t *testing.T) {
-	admin, ldsn := warehouse(t)
-	b := newFaultBroker(t, 6, "events")
-	cw := watchCommits(t, b, admin, faultGroup, "events")
-	w := newWorkload("events", testSeed(t))
-	f := newFleet(t, faultEnv(b, ldsn, "events"))
-	z := f.start(map[string]string{"SEGWH_DATABASE_URL": withAppName(t, ldsn, "zombie")})
-	y := f.start(map[string]string{"SEGWH_DATABASE_URL": withAppName(t, ldsn, "survivor")})
-	done := w.stream(t, b, envInt("SEGWH_E2E_ZOMBIE_TX_EVENTS", 16000), 800)
-	waitFor(t, time.Minute, "both loaders to own partitions and store offsets", func() bool {
-		o := ownersOf(t, admin, "events")
-		return len(o) == 6 && len(distinct(o)) == 2 && len(storedOffsets(t, admin, faultGroup)["events"]) == 6
-	})
-	// The zombie's data transaction has written (the fence runs first).
-	inTx := func() []any {
-		rows := pgtest.Query(t, admin, `SELECT state, wait_event, left(query, 40) FROM pg_stat_activity
-			WHERE application_name = 'zombie' AND backend_xid IS NOT NULL`)
-		if len(rows) == 0 {
-			return nil
-		}
-		return rows[0]
-	}
+	r := startZombieRun(t, nil, nil)
 	var state []any
 	for try := 1; ; try++ {
-		waitFor(t, 30*time.Second, "the zombie's data transaction", func() bool { return inTx() != nil })
-		z.signal(t, syscall.SIGSTOP)
+		// The zombie's data transaction has written (the fence runs first).
+		waitFor(t, 30*time.Second, "the zombie's data transaction", func() bool { return r.zombieBackend(t) != nil })
+		r.z.signal(t, syscall.SIGSTOP)
 		time.Sleep(200 * time.Millisecond)
-		state = inTx()
+		state = r.zombieBackend(t)
 		if state != nil && state[0] == "active" && state[1] == "ClientRead" {
 			// Paused in the middle of a COPY stream: the backend is
 			// active, not idle in transaction, which the idle timeout does
@@ -441,47 +517,16 @@ func TestFaultZombieInTransaction(t *testing.T) {
 		if state != nil {
 			break
 		}
-		z.signal(t, syscall.SIGCONT) // its transaction ended before the signal, or it was mid-COPY; again
+		r.z.signal(t, syscall.SIGCONT) // its transaction ended before the signal, or it was mid-COPY; again
 		if try == 20 {
 			t.Fatal("could not pause the loader inside its data transaction in 20 tries")
 		}
 	}
 	paused := time.Now()
-	at := storedOffsets(t, admin, faultGroup)["events"]
+	at := storedOffsets(t, r.admin, faultGroup)["events"]
 	t.Logf("zombie paused inside its data transaction (backend %v); stored offsets %v", state, at)
-	stalled := func() []int32 {
-		now := storedOffsets(t, admin, faultGroup)["events"]
-		var s []int32
-		for p := range int32(6) {
-			if now[p] <= at[p] {
-				s = append(s, p)
-			}
-		}
-		return s
-	}
-	deadline := paused.Add(faultSessionTimeout + 30*time.Second)
-	for len(stalled()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if s := stalled(); len(s) > 0 {
-		waiting := pgtest.Query(t, admin, `SELECT left(query, 60) FROM pg_stat_activity WHERE application_name = 'survivor' AND wait_event_type = 'Lock'`)
-		t.Errorf("partitions %v made no progress in the %s the zombie has been paused inside its transaction (session timeout %s); "+
-			"the survivor's backends waiting on locks: %v", s, time.Since(paused).Round(time.Second), faultSessionTimeout, waiting)
-	} else {
-		t.Logf("every partition moved on %s after the pause", time.Since(paused).Round(100*time.Millisecond))
-	}
-	z.signal(t, syscall.SIGCONT)
-	waitStream(t, done, 2*time.Minute)
-	waitLoaded(t, b, admin, 2*time.Minute, "events")
-	for _, l := range []*loader{z, y} {
-		if err := l.stop(t, 30*time.Second); err != nil {
-			t.Errorf("loader exited with %v after SIGTERM", err)
-		}
-	}
-	t.Log(assertExactlyOnce(t, admin, b, w))
-	t.Log(cw.finish(t))
-	t.Logf("workload: %s", w.figures())
-	t.Log(f.figures())
+	r.waitMovedOn(t, at, paused, faultSessionTimeout+30*time.Second, "idle in it; session timeout "+faultSessionTimeout.String())
+	r.finish(t)
 }
 
 // TestFaultZombieMidCopy freezes a loader in the middle of a COPY stream
@@ -494,25 +539,15 @@ func TestFaultZombieInTransaction(t *testing.T) {
 // them while the zombie stays frozen; once the zombie is let go, its flush
 // must not land.
 func TestFaultZombieMidCopy(t *testing.T) {
-	admin, ldsn := warehouse(t)
-	u, err := url.Parse(ldsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newPGProxy(t, u.Host)
-	b := newFaultBroker(t, 6, "events")
-	cw := watchCommits(t, b, admin, faultGroup, "events")
-	w := newWorkload("events", testSeed(t))
-	env := faultEnv(b, ldsn, "events")
+	var proxy *pgProxy
 	const stallLimit = 4 * time.Second
-	env["SEGWH_DATABASE_IDLE_IN_TX_TIMEOUT"] = stallLimit.String()
-	f := newFleet(t, env)
-	z := f.start(map[string]string{"SEGWH_DATABASE_URL": proxy.via(t, withAppName(t, ldsn, "zombie"))})
-	y := f.start(map[string]string{"SEGWH_DATABASE_URL": withAppName(t, ldsn, "survivor")})
-	done := w.stream(t, b, envInt("SEGWH_E2E_ZOMBIE_TX_EVENTS", 16000), 800)
-	waitFor(t, time.Minute, "both loaders to own partitions and store offsets", func() bool {
-		o := ownersOf(t, admin, "events")
-		return len(o) == 6 && len(distinct(o)) == 2 && len(storedOffsets(t, admin, faultGroup)["events"]) == 6
+	r := startZombieRun(t, map[string]string{"SEGWH_DATABASE_IDLE_IN_TX_TIMEOUT": stallLimit.String()}, func(dsn string) string {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy = newPGProxy(t, u.Host)
+		return proxy.via(t, dsn)
 	})
 	proxy.armed.Store(true)
 	select {
@@ -520,42 +555,21 @@ func TestFaultZombieMidCopy(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the zombie sent no COPY data in 30s")
 	}
-	z.signal(t, syscall.SIGSTOP)
-	paused := time.Now()
+	r.z.signal(t, syscall.SIGSTOP)
+	frozen := time.Now()
 	var state []any
 	waitFor(t, 10*time.Second, "the zombie's backend to wait for its COPY stream", func() bool {
-		rows := pgtest.Query(t, admin, `SELECT state, wait_event, left(query, 40), pid FROM pg_stat_activity
-			WHERE application_name = 'zombie' AND backend_xid IS NOT NULL`)
-		if len(rows) == 1 && rows[0][0] == "active" && rows[0][1] == "ClientRead" && strings.HasPrefix(rows[0][2].(string), "COPY") {
-			state = rows[0]
+		if b := r.zombieBackend(t); b != nil && b[0] == "active" && b[1] == "ClientRead" && strings.HasPrefix(b[2].(string), "COPY") {
+			state = b
 		}
 		return state != nil
 	})
-	at := storedOffsets(t, admin, faultGroup)["events"]
+	at := storedOffsets(t, r.admin, faultGroup)["events"]
 	t.Logf("zombie frozen in the middle of a COPY inside its data transaction (backend %v); stored offsets %v", state, at)
-	stalled := func() []int32 {
-		now := storedOffsets(t, admin, faultGroup)["events"]
-		var s []int32
-		for p := range int32(6) {
-			if now[p] <= at[p] {
-				s = append(s, p)
-			}
-		}
-		return s
-	}
-	deadline := paused.Add(faultSessionTimeout + 3*stallLimit + 20*time.Second)
-	for len(stalled()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if s := stalled(); len(s) > 0 {
-		waiting := pgtest.Query(t, admin, `SELECT left(query, 60) FROM pg_stat_activity WHERE application_name = 'survivor' AND wait_event_type = 'Lock'`)
-		t.Errorf("partitions %v made no progress in the %s the zombie has been frozen in the middle of a COPY (session timeout %s, stall limit %s); "+
-			"the survivor's backends waiting on locks: %v", s, time.Since(paused).Round(time.Second), faultSessionTimeout, stallLimit, waiting)
-	} else {
-		t.Logf("every partition moved on %s after the freeze", time.Since(paused).Round(100*time.Millisecond))
-	}
+	r.waitMovedOn(t, at, frozen, faultSessionTimeout+3*stallLimit+20*time.Second,
+		fmt.Sprintf("in the middle of a COPY; session timeout %s, stall limit %s", faultSessionTimeout, stallLimit))
 	ended := ""
-	for _, ln := range strings.Split(y.out.String(), "\n") {
+	for _, ln := range strings.Split(r.y.out.String(), "\n") {
 		if strings.Contains(ln, "ended a loader session stalled") {
 			ended = ln
 		}
@@ -563,22 +577,12 @@ func TestFaultZombieMidCopy(t *testing.T) {
 	if !strings.Contains(ended, "application_name=zombie") || !strings.Contains(ended, fmt.Sprintf("pid=%v", state[3])) {
 		t.Errorf("the survivor did not log ending the zombie's backend %v: %q", state[3], ended)
 	}
-	if n := sum(scrape(t, y.httpAddr(t)), "segwarehouse_stalled_sessions_ended_total"); n != 1 {
+	if n := sum(scrape(t, r.y.httpAddr(t)), "segwarehouse_stalled_sessions_ended_total"); n != 1 {
 		t.Errorf("the survivor's segwarehouse_stalled_sessions_ended_total = %v, want 1", n)
 	}
-	z.signal(t, syscall.SIGCONT)
+	t.Logf("the survivor ended: %s", ended)
 	proxy.release()
-	waitStream(t, done, 2*time.Minute)
-	waitLoaded(t, b, admin, 2*time.Minute, "events")
-	for _, l := range []*loader{z, y} {
-		if err := l.stop(t, 30*time.Second); err != nil {
-			t.Errorf("loader exited with %v after SIGTERM", err)
-		}
-	}
-	t.Log(assertExactlyOnce(t, admin, b, w))
-	t.Log(cw.finish(t))
-	t.Logf("workload: %s; the survivor ended: %s", w.figures(), ended)
-	t.Log(f.figures())
+	r.finish(t)
 }
 
 // clusterWarehouse starts a Postgres cluster of the test's own (to restart
