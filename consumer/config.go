@@ -60,6 +60,12 @@ type Config struct {
 	// FlushInterval ends a flush this long after its oldest record
 	// arrived. Default 1s.
 	FlushInterval time.Duration `envconfig:"FLUSH_INTERVAL" default:"1s" desc:"longest a record waits for its flush"`
+	// FlushQuiet ends a flush holding at least a tenth of FlushRows or
+	// FlushBytes once no new record has come for this long: at the end of
+	// a backlog or of a burst, waiting out FlushInterval would gather
+	// nothing. Default 0: FlushInterval/4. At FlushInterval or above it
+	// never acts.
+	FlushQuiet time.Duration `envconfig:"FLUSH_QUIET" desc:"end a flush of at least a tenth of SEGWH_FLUSH_ROWS or SEGWH_FLUSH_BYTES once no record came for this long; 0 means SEGWH_FLUSH_INTERVAL/4"`
 	// Workers is the number of goroutines decoding records. Default 0:
 	// GOMAXPROCS.
 	Workers int `envconfig:"WORKERS" desc:"decoding goroutines; 0 means GOMAXPROCS"`
@@ -132,6 +138,9 @@ func (c *Config) Validate() error {
 	positive("SEGWH_FLUSH_INTERVAL", c.FlushInterval)
 	positive("SEGWH_SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 	positive("SEGWH_FLUSH_STUCK_AFTER", c.FlushStuckAfter)
+	if c.FlushQuiet < 0 {
+		bad("SEGWH_FLUSH_QUIET must not be negative, got %s", c.FlushQuiet)
+	}
 	if _, err := parseStartFrom(c.StartFrom, time.Now()); err != nil {
 		bad("SEGWH_START_FROM: %v", err)
 	}

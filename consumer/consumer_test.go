@@ -120,6 +120,20 @@ func TestFlushTriggers(t *testing.T) {
 			waitFor: 40,
 			ok:      func(b loadedBatch, c consumer.Config) bool { return b.rows < c.FlushRows && b.bytes < c.FlushBytes },
 		},
+		{
+			// The interval is an hour and no flush fills up: only the
+			// quiet input after the last record can end them.
+			name: "quiet",
+			mut: func(c *consumer.Config) {
+				c.FlushRows = 1000
+				c.FlushBytes = 1 << 30
+				c.FlushInterval = time.Hour
+				c.FlushQuiet = 100 * time.Millisecond
+			},
+			n:       300,
+			waitFor: 300,
+			ok:      func(b loadedBatch, c consumer.Config) bool { return b.rows*10 >= c.FlushRows && b.rows < c.FlushRows },
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,6 +159,28 @@ func TestFlushTriggers(t *testing.T) {
 			w.check(w.allProduced())
 		})
 	}
+}
+
+// TestFlushQuietNeedsATenth: fewer pending rows than a tenth of
+// FlushRows wait for the interval even when the input is quiet, so that a
+// trickle is not loaded one record per flush.
+func TestFlushQuietNeedsATenth(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	w.produce("m", 40, nil)
+	cfg := w.config()
+	cfg.FlushRows, cfg.FlushInterval, cfg.FlushQuiet = 1000, time.Hour, 20*time.Millisecond
+	r := w.start("a", cfg)
+	kafkatest.Eventually(t, 30*time.Second, "the records polled", func() (bool, string) {
+		st := r.c.Stats()
+		return st.Records >= 40, fmt.Sprintf("%d polled", st.Records)
+	})
+	time.Sleep(25 * cfg.FlushQuiet) // quiet many times over
+	if n := w.sink.loadedCount(); n != 0 {
+		t.Fatalf("%d records loaded: a quiet input ended a flush of 40 rows, under a tenth of %d", n, cfg.FlushRows)
+	}
+	r.stop(t) // flushes them
+	w.check(w.allProduced())
 }
 
 // TestStartFrom checks where a partition without a stored offset starts.

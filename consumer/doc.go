@@ -8,7 +8,8 @@
 // results by index so each partition keeps its order) and appends the
 // decoded records to their partition's pending list. When the pending
 // records reach FLUSH_ROWS rows, FLUSH_BYTES bytes or FLUSH_INTERVAL of
-// age, a flusher goroutine builds one schema.Batch and calls Sink.Load
+// age, or hold a tenth of a full flush when nothing new has come for
+// FLUSH_QUIET, a flusher goroutine builds one schema.Batch and calls Sink.Load
 // while the poll loop goes on polling and decoding the next one (at most
 // one flush in the air and one being filled; polling stops while the next
 // one is full).

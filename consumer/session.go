@@ -125,6 +125,7 @@ type session struct {
 	pendRecords  int
 	pendRows     int
 	pendBytes    int
+	quiet        bool          // a poll found nothing new for quietPeriod while enough was pending (quietDue)
 	fetchErrs    map[tp]string // last fetch error logged per partition, to log changes only
 }
 
@@ -336,7 +337,9 @@ func (s *session) maybeFlush(force bool) {
 	due := s.pendRecords > 0 && (force ||
 		s.pendRows >= cfg.FlushRows ||
 		s.pendBytes >= cfg.FlushBytes ||
-		now.Sub(s.oldestLocked()) >= cfg.FlushInterval)
+		now.Sub(s.oldestLocked()) >= cfg.FlushInterval ||
+		(s.quiet && s.quietDueLocked()))
+	s.quiet = false
 	if !due && (len(s.dirty) == 0 || s.commitFailed || s.committing > 0) {
 		return
 	}
@@ -424,9 +427,16 @@ func (s *session) poll(ctx context.Context) kgo.Fetches {
 		s.mu.Unlock()
 		return nil
 	}
+	var quietAt time.Time
 	if s.flight == nil && s.pendRecords > 0 {
+		deadline := s.oldestLocked().Add(s.c.cfg.FlushInterval)
+		if s.quietDueLocked() {
+			if q := time.Now().Add(s.c.cfg.quietPeriod()); q.Before(deadline) {
+				quietAt, deadline = q, q
+			}
+		}
 		var cancelDeadline context.CancelFunc
-		pctx, cancelDeadline = context.WithDeadline(pctx, s.oldestLocked().Add(s.c.cfg.FlushInterval))
+		pctx, cancelDeadline = context.WithDeadline(pctx, deadline)
 		defer cancelDeadline()
 	}
 	s.wake = cancel
@@ -436,8 +446,31 @@ func (s *session) poll(ctx context.Context) kgo.Fetches {
 
 	s.mu.Lock()
 	s.wake = nil
+	// Nothing came for the quiet period (not woken early): the flush need
+	// not wait for records that are not coming.
+	s.quiet = !quietAt.IsZero() && fetches.NumRecords() == 0 && !time.Now().Before(quietAt)
 	s.mu.Unlock()
 	return fetches
+}
+
+// A flush also ends when its input goes quiet: at the end of a backlog or
+// of a producer's burst, holding the pending records for the rest of
+// FlushInterval gathers nothing more and only delays them. It needs
+// FlushQuiet (FlushInterval/4 by default) without a new record, so that a
+// stream whose producers linger a little keeps batching by the interval,
+// and a tenth of a full flush (rows or bytes), so that a trickle of a few
+// records still goes once per interval, not once per record.
+func (c *Config) quietPeriod() time.Duration {
+	if c.FlushQuiet > 0 {
+		return c.FlushQuiet
+	}
+	return c.FlushInterval / 4
+}
+
+// quietDueLocked reports whether enough is pending for a quiet input to
+// end the flush.
+func (s *session) quietDueLocked() bool {
+	return s.pendRows*10 >= s.c.cfg.FlushRows || s.pendBytes*10 >= s.c.cfg.FlushBytes
 }
 
 func (s *session) kickLocked() {

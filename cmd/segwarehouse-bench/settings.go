@@ -11,7 +11,7 @@ import (
 )
 
 // loaderKnobs are the loader settings that shape its throughput.
-var loaderKnobs = []string{"SEGWH_FLUSH_ROWS", "SEGWH_FLUSH_BYTES", "SEGWH_FLUSH_INTERVAL", "SEGWH_WORKERS",
+var loaderKnobs = []string{"SEGWH_FLUSH_ROWS", "SEGWH_FLUSH_BYTES", "SEGWH_FLUSH_INTERVAL", "SEGWH_FLUSH_QUIET", "SEGWH_WORKERS",
 	"SEGWH_POLL_RECORDS", "SEGWH_DATABASE_MAX_CONNS", "GOMAXPROCS", "GOGC", "GOMEMLIMIT"}
 
 // loaderSettings returns the loader's throughput settings as it will see
