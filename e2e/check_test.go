@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net/url"
 	"os/exec"
 	"strings"
@@ -13,23 +11,7 @@ import (
 
 // role creates a login role with a random name, dropped at cleanup, and
 // returns its name and a DSN for it on the database at dsn.
-func role(t *testing.T, dsn string) (string, string) {
-	t.Helper()
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := "segwh_role_" + hex.EncodeToString(b[:])
-	pgtest.Exec(t, dsn, `CREATE ROLE `+name+` LOGIN PASSWORD 'pw-secret-1'`)
-	// Cleanups run last-in first-out, so this runs before pgtest drops the
-	// database: drop it here (the role's objects and grants go with it,
-	// without locking thousands of tables one by one), then the role.
-	t.Cleanup(func() {
-		pgtest.Exec(t, pgtest.AdminURL(), `DROP DATABASE IF EXISTS `+dbName(dsn)+` WITH (FORCE)`)
-		pgtest.Exec(t, pgtest.AdminURL(), `DROP ROLE `+name)
-	})
-	u, _ := url.Parse(dsn)
-	u.User = url.UserPassword(name, "pw-secret-1")
-	return name, u.String()
-}
+func role(t *testing.T, dsn string) (string, string) { return pgtest.NewRole(t, dsn) }
 
 func runCheck(t *testing.T, env map[string]string) (string, int) {
 	t.Helper()

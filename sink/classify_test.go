@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/segwarehouse/segwarehouse/internal/pgtest"
-	"github.com/segwarehouse/segwarehouse/internal/secret"
 )
 
 func pgErr(code, msg string) error {
@@ -168,13 +167,13 @@ func TestNewUnreachable(t *testing.T) {
 func TestNewWithoutPrivileges(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDB(t)
-	role := "segwh_limited_" + strings.TrimPrefix(dbName(t, dsn), "segwh_test_")
+	role := "segwh_limited_" + strings.TrimPrefix(pgtest.DatabaseName(t, dsn), "segwh_test_")
 	pgtest.Exec(t, pgtest.AdminURL(), "CREATE ROLE "+pgx.Identifier{role}.Sanitize()+" LOGIN")
 	t.Cleanup(func() {
 		// Runs before the database is dropped (cleanups run last-in first-out).
 		pgtest.Exec(t, pgtest.AdminURL(), "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize())
 	})
-	db, r := pgx.Identifier{dbName(t, dsn)}.Sanitize(), pgx.Identifier{role}.Sanitize()
+	db, r := pgx.Identifier{pgtest.DatabaseName(t, dsn)}.Sanitize(), pgx.Identifier{role}.Sanitize()
 	limited := strings.Replace(dsn, "postgres://postgres@", "postgres://"+role+":pw-not-needed@", 1)
 
 	// No CONNECT: the login itself fails.
@@ -212,13 +211,4 @@ func TestNewWithoutPrivileges(t *testing.T) {
 	l.Close()
 	// Its objects must go before the role can.
 	t.Cleanup(func() { pgtest.Exec(t, dsn, "DROP OWNED BY "+pgx.Identifier{role}.Sanitize()) })
-}
-
-func dbName(t testing.TB, dsn string) string {
-	t.Helper()
-	c, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(secret.RedactURL(err.Error()))
-	}
-	return c.Database
 }

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -60,6 +61,37 @@ const (
 	progressCopy   = "pg_stat_progress_copy p"
 	noProgressCopy = "(SELECT NULL::int AS pid, NULL::bigint AS bytes_processed) p"
 )
+
+// hiddenBlockers lists the sessions of another role that are inside a
+// flush and hold locks this role's sessions have waited for longer than
+// the stall limit, where this role cannot see what those sessions do
+// (their state is hidden without pg_read_all_stats), so the sweep cannot
+// tell whether they are stalled.
+const hiddenBlockers = `SELECT DISTINCT b.pid, coalesce(a.usename::text, ''), coalesce(a.application_name, '')
+FROM pg_stat_activity w
+CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b(pid)
+JOIN pg_stat_activity a ON a.pid = b.pid
+WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
+	AND w.query_start < now() - make_interval(secs => $1)
+	AND a.state IS NULL
+	AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = b.pid AND l.granted
+		AND l.locktype = 'relation' AND l.relation = $2::regclass AND l.mode = 'RowExclusiveLock')`
+
+// hiddenSession is a session hiddenBlockers found.
+type hiddenSession struct {
+	PID  int32
+	Role string
+	App  string
+}
+
+// hidden returns the sessions hiddenBlockers finds.
+func (w *stallWatch) hidden(ctx context.Context) ([]hiddenSession, error) {
+	rows, err := w.pool.Query(ctx, hiddenBlockers, w.limit.Seconds(), w.offsets)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[hiddenSession])
+}
 
 // stalledSession is a session a sweep found stalled.
 type stalledSession struct {
@@ -137,6 +169,7 @@ func (l *Loader) watchStalls(ctx context.Context, limit time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var lastErr string
+	warned := map[int32]bool{} // hidden sessions already logged
 	for {
 		select {
 		case <-ctx.Done():
@@ -145,12 +178,27 @@ func (l *Loader) watchStalls(ctx context.Context, limit time.Duration) {
 		}
 		sctx, cancel := context.WithTimeout(ctx, every)
 		ended, err := w.sweep(sctx)
-		cancel()
 		for _, s := range ended {
 			l.stalls.Add(1)
 			l.log.Warn("ended a loader session stalled in the middle of a statement inside its flush, which other sessions were waiting for",
 				"pid", s.PID, "application_name", s.App, "client", s.Client, "stalled_for", s.StalledFor, "statement", s.Query)
 		}
+		if err == nil {
+			var hidden []hiddenSession
+			if hidden, err = w.hidden(sctx); err == nil {
+				now := make(map[int32]bool, len(hidden))
+				for _, h := range hidden {
+					now[h.PID] = true
+					if !warned[h.PID] {
+						l.log.Warn("a session of another role, inside a flush, holds locks that loader sessions have waited for longer than the stall limit; this loader cannot see whether it is stalled",
+							"pid", h.PID, "role", h.Role, "application_name", h.App, "limit", limit,
+							"fix", fmt.Sprintf("if it is a loader, run every loader as one role, or GRANT pg_read_all_stats, pg_signal_backend TO %s so that a loader may end another's stalled session", pgx.Identifier{l.user}.Sanitize()))
+					}
+				}
+				warned = now
+			}
+		}
+		cancel()
 		switch {
 		case err == nil:
 			lastErr = ""

@@ -250,3 +250,66 @@ func TestStallSweepWithoutCopyProgress(t *testing.T) {
 		t.Error("the zombie's COPY succeeded after its session was ended")
 	}
 }
+
+// TestStallSweepAcrossRoles: a loader of another role, frozen in the
+// middle of its flush, is hidden from a role without pg_read_all_stats:
+// the sweep cannot end it but reports it (hidden); once the sweeping role
+// has pg_read_all_stats and pg_signal_backend, the sweep ends it.
+func TestStallSweepAcrossRoles(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDB(t)
+	db := pgx.Identifier{pgtest.DatabaseName(t, dsn)}.Sanitize()
+	sweeper, sweeperDSN := pgtest.NewRole(t, dsn)
+	zombie, zombieDSN := pgtest.NewRole(t, dsn)
+	pgtest.Exec(t, dsn, `GRANT CONNECT, CREATE, TEMPORARY ON DATABASE `+db+` TO `+sweeper+`, `+zombie)
+	l := newLoaderOn(t, sweeperDSN)
+	claim(t, l, "zombie", 0)
+	pgtest.Exec(t, dsn, `GRANT USAGE ON SCHEMA _segwarehouse TO `+zombie+`; GRANT SELECT, UPDATE ON _segwarehouse.offsets TO `+zombie)
+	frozen, release := stallInCopy(t, zombieDSN, `UPDATE _segwarehouse.offsets SET updated_at = now()`, false)
+	claimed := make(chan error, 1)
+	go func() {
+		_, err := l.Claim(ctxT(t), testGroup, "survivor", map[string][]int32{testTopic: {0}})
+		claimed <- err
+	}()
+	waitUntil(t, "the claim to wait for the zombie", func() bool {
+		return count(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 1
+	})
+	const limit = 100 * time.Millisecond
+	time.Sleep(limit)
+	w := &stallWatch{pool: l.pool, offsets: l.offsets, limit: limit}
+	sweepTwice := func() []stalledSession {
+		var ended []stalledSession
+		for range 2 {
+			e, err := w.sweep(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ended = append(ended, e...)
+		}
+		return ended
+	}
+	if ended := sweepTwice(); len(ended) != 0 {
+		t.Fatalf("a role that cannot see the zombie's session ended %+v", ended)
+	}
+	hidden, err := w.hidden(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []hiddenSession{{PID: frozen, Role: zombie}}; !slices.Equal(hidden, want) {
+		t.Fatalf("hidden = %+v, want %+v", hidden, want)
+	}
+
+	pgtest.Exec(t, dsn, `GRANT pg_read_all_stats, pg_signal_backend TO `+sweeper)
+	if hidden, err := w.hidden(ctxT(t)); err != nil || len(hidden) != 0 {
+		t.Fatalf("hidden once the sweeper may see it = %+v, %v; want none (the sweep's to end)", hidden, err)
+	}
+	if ended := sweepTwice(); len(ended) != 1 || ended[0].PID != frozen {
+		t.Fatalf("with pg_read_all_stats and pg_signal_backend the sweep ended %+v, want the zombie %d", ended, frozen)
+	}
+	if err := <-claimed; err != nil {
+		t.Fatal(err)
+	}
+	if err := release(); err == nil {
+		t.Error("the zombie's COPY succeeded after its session was ended")
+	}
+}

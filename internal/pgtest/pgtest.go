@@ -174,3 +174,40 @@ func Columns(t testing.TB, dsn, schema, table string) []Column {
 	}
 	return out
 }
+
+// NewRole creates a login role with a random name and a password, and
+// returns its name and dsn (a database from NewDB) with the role as its
+// user. The test's cleanup drops the database first (the role's objects
+// and grants go with it), then the role: register it after NewDB.
+func NewRole(t testing.TB, dsn string) (name, roleDSN string) {
+	t.Helper()
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	name = "segwh_role_" + hex.EncodeToString(rnd[:])
+	const password = "pw-secret-1"
+	Exec(t, AdminURL(), `CREATE ROLE `+name+` LOGIN PASSWORD '`+password+`'`)
+	db := DatabaseName(t, dsn)
+	t.Cleanup(func() {
+		Exec(t, AdminURL(), `DROP DATABASE IF EXISTS `+pgx.Identifier{db}.Sanitize()+` WITH (FORCE)`)
+		Exec(t, AdminURL(), `DROP ROLE IF EXISTS `+name)
+	})
+	if !strings.Contains(dsn, "://") {
+		return name, dsn + " user=" + name + " password=" + password
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("pgtest: %s is not a URL: %s", dsn, secret.RedactURL(err.Error()))
+	}
+	u.User = url.UserPassword(name, password)
+	return name, u.String()
+}
+
+// DatabaseName returns the database dsn connects to.
+func DatabaseName(t testing.TB, dsn string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatalf("pgtest: %s", secret.RedactURL(err.Error()))
+	}
+	return cfg.Database
+}
