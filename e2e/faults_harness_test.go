@@ -31,6 +31,7 @@ import (
 
 	"github.com/segwarehouse/segwarehouse/internal/pgtest"
 	"github.com/segwarehouse/segwarehouse/internal/sample"
+	"github.com/segwarehouse/segwarehouse/internal/testlog"
 )
 
 // faultGroup is the consumer group of every fault test (loaderEnv's).
@@ -435,7 +436,7 @@ func (f *fleet) start(extra map[string]string) *loader {
 		env[k] = v
 	}
 	cmd := newLoaderCmd(env)
-	l := &loader{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
+	l := &loader{cmd: cmd, out: &testlog.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = l.out, l.out
 	if err := cmd.Start(); err != nil {
 		f.t.Fatal(err)

@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/segwarehouse/segwarehouse/internal/pgtest"
+	"github.com/segwarehouse/segwarehouse/internal/testlog"
 )
 
 // binary is the segwarehouse binary under test: $SEGWH_E2E_BIN (make e2e
@@ -121,25 +120,8 @@ func (b *broker) endOffsets(t *testing.T, topics ...string) map[string]map[int32
 // loader is one running `segwarehouse run` process.
 type loader struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testlog.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // loaderEnv is the environment of a loader against broker b and dsn.
@@ -162,7 +144,7 @@ func loaderEnv(b *broker, dsn string, topics ...string) map[string]string {
 func startLoader(t *testing.T, env map[string]string, args ...string) *loader {
 	t.Helper()
 	cmd := newLoaderCmd(env, args...)
-	l := &loader{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
+	l := &loader{cmd: cmd, out: &testlog.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = l.out, l.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,9 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/segwarehouse/segwarehouse/internal/pgtest"
+	"github.com/segwarehouse/segwarehouse/internal/testlog"
 )
 
 // stalledStream feeds a COPY one row, then either stops (until release) or
@@ -221,14 +224,7 @@ func TestStallSweepWithoutCopyProgress(t *testing.T) {
 	l, dsn := newLoader(t)
 	claim(t, l, "zombie", 0)
 	zombie, release := stallInCopy(t, dsn, `UPDATE _segwarehouse.offsets SET updated_at = now()`, false)
-	claimed := make(chan error, 1)
-	go func() {
-		_, err := l.Claim(ctxT(t), testGroup, "survivor", map[string][]int32{testTopic: {0}})
-		claimed <- err
-	}()
-	waitUntil(t, "the claim to wait for the zombie", func() bool {
-		return count(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 1
-	})
+	claimed := claimWaiting(t, l, dsn)
 	const limit = 100 * time.Millisecond
 	time.Sleep(limit)
 	w := &stallWatch{pool: l.pool, offsets: l.offsets, limit: limit,
@@ -251,21 +247,10 @@ func TestStallSweepWithoutCopyProgress(t *testing.T) {
 	}
 }
 
-// TestStallSweepAcrossRoles: a loader of another role, frozen in the
-// middle of its flush, is hidden from a role without pg_read_all_stats:
-// the sweep cannot end it but reports it (hidden); once the sweeping role
-// has pg_read_all_stats and pg_signal_backend, the sweep ends it.
-func TestStallSweepAcrossRoles(t *testing.T) {
-	t.Parallel()
-	dsn := pgtest.NewDB(t)
-	db := pgx.Identifier{pgtest.DatabaseName(t, dsn)}.Sanitize()
-	sweeper, sweeperDSN := pgtest.NewRole(t, dsn)
-	zombie, zombieDSN := pgtest.NewRole(t, dsn)
-	pgtest.Exec(t, dsn, `GRANT CONNECT, CREATE, TEMPORARY ON DATABASE `+db+` TO `+sweeper+`, `+zombie)
-	l := newLoaderOn(t, sweeperDSN)
-	claim(t, l, "zombie", 0)
-	pgtest.Exec(t, dsn, `GRANT USAGE ON SCHEMA _segwarehouse TO `+zombie+`; GRANT SELECT, UPDATE ON _segwarehouse.offsets TO `+zombie)
-	frozen, release := stallInCopy(t, zombieDSN, `UPDATE _segwarehouse.offsets SET updated_at = now()`, false)
+// claimWaiting starts l's claim of partition 0 for "survivor" and returns
+// its result once the claim waits for a lock.
+func claimWaiting(t *testing.T, l *Loader, dsn string) <-chan error {
+	t.Helper()
 	claimed := make(chan error, 1)
 	go func() {
 		_, err := l.Claim(ctxT(t), testGroup, "survivor", map[string][]int32{testTopic: {0}})
@@ -274,9 +259,52 @@ func TestStallSweepAcrossRoles(t *testing.T) {
 	waitUntil(t, "the claim to wait for the zombie", func() bool {
 		return count(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 1
 	})
+	return claimed
+}
+
+// crossRole is a loader (role sweeper) whose claim of partition 0 waits for
+// a session of another role (zombie) frozen in the middle of a COPY inside
+// its transaction, holding the partition's offsets row.
+type crossRole struct {
+	dsn, sweeper, zombie string
+	l                    *Loader
+	frozen               int32
+	release              func() error
+	claimed              <-chan error
+}
+
+func newCrossRole(t *testing.T, cfg func(*Config), log *slog.Logger) *crossRole {
+	t.Helper()
+	x := &crossRole{dsn: pgtest.NewDB(t)}
+	db := pgx.Identifier{pgtest.DatabaseName(t, x.dsn)}.Sanitize()
+	var sweeperDSN, zombieDSN string
+	x.sweeper, sweeperDSN = pgtest.NewRole(t, x.dsn)
+	x.zombie, zombieDSN = pgtest.NewRole(t, x.dsn)
+	pgtest.Exec(t, x.dsn, `GRANT CONNECT, CREATE, TEMPORARY ON DATABASE `+db+` TO `+x.sweeper+`, `+x.zombie)
+	c := testConfig(sweeperDSN)
+	cfg(&c)
+	var err error
+	if x.l, err = New(ctxT(t), c, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(x.l.Close)
+	claim(t, x.l, "zombie", 0)
+	pgtest.Exec(t, x.dsn, `GRANT USAGE ON SCHEMA _segwarehouse TO `+x.zombie+`; GRANT SELECT, UPDATE ON _segwarehouse.offsets TO `+x.zombie)
+	x.frozen, x.release = stallInCopy(t, zombieDSN, `UPDATE _segwarehouse.offsets SET updated_at = now()`, false)
+	x.claimed = claimWaiting(t, x.l, x.dsn)
+	return x
+}
+
+// TestStallSweepAcrossRoles: a loader of another role, frozen in the
+// middle of its flush, is hidden from a role without pg_read_all_stats:
+// the sweep cannot end it but reports it (hidden); once the sweeping role
+// has pg_read_all_stats and pg_signal_backend, the sweep ends it.
+func TestStallSweepAcrossRoles(t *testing.T) {
+	t.Parallel()
+	x := newCrossRole(t, func(*Config) {}, testLogger(t))
 	const limit = 100 * time.Millisecond
 	time.Sleep(limit)
-	w := &stallWatch{pool: l.pool, offsets: l.offsets, limit: limit}
+	w := &stallWatch{pool: x.l.pool, offsets: x.l.offsets, limit: limit}
 	sweepTwice := func() []stalledSession {
 		var ended []stalledSession
 		for range 2 {
@@ -295,21 +323,49 @@ func TestStallSweepAcrossRoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []hiddenSession{{PID: frozen, Role: zombie}}; !slices.Equal(hidden, want) {
+	if want := []hiddenSession{{PID: x.frozen, Role: x.zombie}}; !slices.Equal(hidden, want) {
 		t.Fatalf("hidden = %+v, want %+v", hidden, want)
 	}
 
-	pgtest.Exec(t, dsn, `GRANT pg_read_all_stats, pg_signal_backend TO `+sweeper)
+	pgtest.Exec(t, x.dsn, `GRANT pg_read_all_stats, pg_signal_backend TO `+x.sweeper)
 	if hidden, err := w.hidden(ctxT(t)); err != nil || len(hidden) != 0 {
 		t.Fatalf("hidden once the sweeper may see it = %+v, %v; want none (the sweep's to end)", hidden, err)
 	}
-	if ended := sweepTwice(); len(ended) != 1 || ended[0].PID != frozen {
-		t.Fatalf("with pg_read_all_stats and pg_signal_backend the sweep ended %+v, want the zombie %d", ended, frozen)
+	if ended := sweepTwice(); len(ended) != 1 || ended[0].PID != x.frozen {
+		t.Fatalf("with pg_read_all_stats and pg_signal_backend the sweep ended %+v, want the zombie %d", ended, x.frozen)
 	}
-	if err := <-claimed; err != nil {
+	if err := <-x.claimed; err != nil {
 		t.Fatal(err)
 	}
-	if err := release(); err == nil {
+	if err := x.release(); err == nil {
 		t.Error("the zombie's COPY succeeded after its session was ended")
+	}
+}
+
+// TestStallWatcherAcrossRoles: the loader's own watcher logs the hidden
+// session once, with the GRANT that fixes it, and after that GRANT ends
+// the session, so the claim goes through.
+func TestStallWatcherAcrossRoles(t *testing.T) {
+	t.Parallel()
+	var logs testlog.Buffer
+	x := newCrossRole(t, func(c *Config) { c.IdleInTxTimeout = 300 * time.Millisecond }, slog.New(slog.NewTextHandler(&logs, nil)))
+	const warning = "a session of another role, inside a flush, holds locks"
+	waitUntil(t, "the watcher's warning", func() bool { return strings.Contains(logs.String(), warning) })
+	fix := "GRANT pg_read_all_stats, pg_signal_backend TO " + pgx.Identifier{x.sweeper}.Sanitize()
+	// The text handler quotes the fix, escaping its identifier's quotes.
+	quoted := strings.ReplaceAll(fix, `"`, `\"`)
+	if line := logs.String(); !strings.Contains(line, quoted) || !strings.Contains(line, fmt.Sprintf("pid=%d", x.frozen)) || !strings.Contains(line, "role="+x.zombie) {
+		t.Fatalf("the warning does not name the session, its role and the fix %q:\n%s", fix, line)
+	}
+	time.Sleep(time.Second) // three more sweeps
+	if n := strings.Count(logs.String(), warning); n != 1 {
+		t.Errorf("the warning was logged %d times, want once per session:\n%s", n, logs.String())
+	}
+	pgtest.Exec(t, x.dsn, fix)
+	if err := <-x.claimed; err != nil {
+		t.Fatal(err)
+	}
+	if n := x.l.StalledSessionsEnded(); n != 1 {
+		t.Errorf("StalledSessionsEnded = %d, want 1", n)
 	}
 }
