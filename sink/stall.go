@@ -39,7 +39,9 @@ import (
 // fenced anyway once its partitions were claimed, and a loader that does
 // come back retries on a new connection. Sessions of another role are
 // seen and ended only when the loader's role may (pg_read_all_stats,
-// pg_signal_backend); running every loader as one role needs neither.
+// pg_signal_backend); running every loader as one role needs neither. A
+// session it cannot see, inside a flush and blocking, is reported with the
+// GRANT (hiddenBlockers).
 
 // stallCandidates lists the sessions that meet every condition but the
 // last one. Postgres before 14 has no pg_stat_progress_copy: there
