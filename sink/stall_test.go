@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/segwarehouse/segwarehouse/internal/pgtest"
 	"github.com/segwarehouse/segwarehouse/internal/testlog"
@@ -327,7 +328,19 @@ func TestStallSweepAcrossRoles(t *testing.T) {
 		t.Fatalf("hidden = %+v, want %+v", hidden, want)
 	}
 
-	pgtest.Exec(t, x.dsn, `GRANT pg_read_all_stats, pg_signal_backend TO `+x.sweeper)
+	// Seen but not to be signalled: Postgres refuses, and the fix says
+	// what is missing.
+	pgtest.Exec(t, x.dsn, `GRANT pg_read_all_stats TO `+x.sweeper)
+	if _, err := w.sweep(ctxT(t)); err != nil {
+		t.Fatalf("first sweep with pg_read_all_stats: %v", err)
+	}
+	_, err = w.sweep(ctxT(t))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" || !strings.Contains(stallFix(err), "GRANT pg_signal_backend") {
+		t.Fatalf("sweep without pg_signal_backend: %v (fix %q); want 42501 and the GRANT", err, stallFix(err))
+	}
+
+	pgtest.Exec(t, x.dsn, `GRANT pg_signal_backend TO `+x.sweeper)
 	if hidden, err := w.hidden(ctxT(t)); err != nil || len(hidden) != 0 {
 		t.Fatalf("hidden once the sweeper may see it = %+v, %v; want none (the sweep's to end)", hidden, err)
 	}
