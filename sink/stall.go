@@ -43,6 +43,12 @@ import (
 // session it cannot see, inside a flush and blocking, is reported with the
 // GRANT (hiddenBlockers).
 
+// inFlush holds for the session a that is inside a loader's flush: it
+// holds a write lock on the offsets table ($2), which only a data
+// transaction takes (the fence runs first).
+const inFlush = `EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted
+		AND l.locktype = 'relation' AND l.relation = $2::regclass AND l.mode = 'RowExclusiveLock')`
+
 // stallCandidates lists the sessions that meet every condition but the
 // last one. Postgres before 14 has no pg_stat_progress_copy: there
 // noProgressCopy stands in for it, and a COPY waiting for its client in
@@ -54,8 +60,7 @@ FROM pg_stat_activity a LEFT JOIN ` + progressCopy + ` ON p.pid = a.pid
 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
 	AND a.state = 'active' AND a.wait_event_type = 'Client' AND a.wait_event = 'ClientRead'
 	AND a.query_start < now() - make_interval(secs => $1)
-	AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted
-		AND l.locktype = 'relation' AND l.relation = $2::regclass AND l.mode = 'RowExclusiveLock')
+	AND ` + inFlush + `
 	AND EXISTS (SELECT 1 FROM pg_stat_activity w WHERE w.wait_event_type = 'Lock'
 		AND a.pid = ANY (pg_blocking_pids(w.pid)))`
 
@@ -76,8 +81,7 @@ JOIN pg_stat_activity a ON a.pid = b.pid
 WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
 	AND w.query_start < now() - make_interval(secs => $1)
 	AND a.state IS NULL
-	AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = b.pid AND l.granted
-		AND l.locktype = 'relation' AND l.relation = $2::regclass AND l.mode = 'RowExclusiveLock')`
+	AND ` + inFlush
 
 // hiddenSession is a session hiddenBlockers found.
 type hiddenSession struct {
@@ -186,19 +190,7 @@ func (l *Loader) watchStalls(ctx context.Context, limit time.Duration) {
 				"pid", s.PID, "application_name", s.App, "client", s.Client, "stalled_for", s.StalledFor, "statement", s.Query)
 		}
 		if err == nil {
-			var hidden []hiddenSession
-			if hidden, err = w.hidden(sctx); err == nil {
-				now := make(map[int32]bool, len(hidden))
-				for _, h := range hidden {
-					now[h.PID] = true
-					if !warned[h.PID] {
-						l.log.Warn("a session of another role, inside a flush, holds locks that loader sessions have waited for longer than the stall limit; this loader cannot see whether it is stalled",
-							"pid", h.PID, "role", h.Role, "application_name", h.App, "limit", limit,
-							"fix", fmt.Sprintf("if it is a loader, run every loader as one role, or GRANT pg_read_all_stats, pg_signal_backend TO %s so that a loader may end another's stalled session", pgx.Identifier{l.user}.Sanitize()))
-					}
-				}
-				warned = now
-			}
+			warned, err = l.warnHidden(sctx, w, warned)
 		}
 		cancel()
 		switch {
@@ -211,6 +203,26 @@ func (l *Loader) watchStalls(ctx context.Context, limit time.Duration) {
 			l.log.Warn("could not look for loader sessions stalled inside a flush", "error", l.wrap("sweeping for stalled sessions", err), "fix", stallFix(err))
 		}
 	}
+}
+
+// warnHidden logs, once per session, what hidden finds; it returns the
+// sessions logged so far that still block.
+func (l *Loader) warnHidden(ctx context.Context, w *stallWatch, warned map[int32]bool) (map[int32]bool, error) {
+	hidden, err := w.hidden(ctx)
+	if err != nil {
+		return warned, err
+	}
+	now := make(map[int32]bool, len(hidden))
+	for _, h := range hidden {
+		now[h.PID] = true
+		if warned[h.PID] {
+			continue
+		}
+		l.log.Warn("a session of another role, inside a flush, holds locks that loader sessions have waited for longer than the stall limit; this loader cannot see whether it is stalled",
+			"pid", h.PID, "role", h.Role, "application_name", h.App, "limit", w.limit,
+			"fix", fmt.Sprintf("if it is a loader, run every loader as one role, or GRANT pg_read_all_stats, pg_signal_backend TO %s so that a loader may end another's stalled session", pgx.Identifier{l.user}.Sanitize()))
+	}
+	return now, nil
 }
 
 // stallFix says what an operator does about a failed sweep.
