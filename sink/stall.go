@@ -182,7 +182,11 @@ func (l *Loader) watchStalls(ctx context.Context, limit time.Duration) {
 			return
 		case <-t.C:
 		}
-		sctx, cancel := context.WithTimeout(ctx, every)
+		// A sweep that outlasts a tick only drops ticks (the ticker does
+		// not queue them); a short deadline could lose the answer of a
+		// pg_terminate_backend that did end a session, which then goes
+		// unlogged and uncounted.
+		sctx, cancel := context.WithTimeout(ctx, max(every, 5*time.Second))
 		ended, err := w.sweep(sctx)
 		for _, s := range ended {
 			l.stalls.Add(1)

@@ -378,6 +378,9 @@ func TestStallWatcherAcrossRoles(t *testing.T) {
 	if err := <-x.claimed; err != nil {
 		t.Fatal(err)
 	}
+	// The claim goes through as soon as the backend is gone, which can be
+	// before the watcher, back from pg_terminate_backend, counts it.
+	waitUntil(t, "the watcher to count the session it ended", func() bool { return x.l.StalledSessionsEnded() >= 1 })
 	if n := x.l.StalledSessionsEnded(); n != 1 {
 		t.Errorf("StalledSessionsEnded = %d, want 1", n)
 	}
