@@ -152,15 +152,29 @@ func TestDDLAlterWaitsInHolder(t *testing.T) {
 	if _, err := analyst.Exec(ctxT(t), "BEGIN; LOCK TABLE s.t IN ACCESS SHARE MODE"); err != nil {
 		t.Fatal(err)
 	}
-	released := make(chan error, 1)
-	go func() {
-		time.Sleep(2500 * time.Millisecond) // the ALTER waits longer than the idle timeout
-		_, err := analyst.Exec(context.Background(), "COMMIT")
-		released <- err
-	}()
 	// The row that needs a column on the locked table comes last, so its
 	// ALTER would be among the last statements handed out.
 	const n = 4 * ddlParallelMin
+	released := make(chan error, 1)
+	go func() {
+		// The ALTER waits longer than the idle timeout, and until the
+		// helper has committed the new tables (a fixed wait lost that
+		// race on a loaded CI machine); 30 s at most, so that a helper
+		// that never commits fails the assertions below, not the run.
+		time.Sleep(2500 * time.Millisecond)
+		// (Read committed: each statement of the analyst's transaction
+		// sees what committed before it.)
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			var made int
+			err := analyst.QueryRow(context.Background(), `SELECT count(*) FROM pg_class
+				WHERE relnamespace = 's'::regnamespace AND relkind = 'r' AND relname <> 't'`).Scan(&made)
+			if err != nil || made >= n {
+				break
+			}
+		}
+		_, err := analyst.Exec(context.Background(), "COMMIT")
+		released <- err
+	}()
 	b := manyTablesBatch(testOwner, 0, 1, "s", "b", n, ev("s", "t", evRow("m2", t0, 1, col("n", vInt(8)), col("extra", vStr("e")))))
 	if err := l.Load(ctxT(t), b); err != nil {
 		t.Fatalf("Load: %v", err)
