@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"math/big"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -468,7 +469,7 @@ func copyPipelined(ctx context.Context, tx pgx.Tx, items []pipedCopy) (counts []
 		}
 	}()
 	counts = make([]int64, len(items))
-	var scratch []byte // the chunk buffer, shared: Send copies each chunk
+	var scratch, wire []byte // the chunk and write buffers, shared by the streams
 	var unread *copyStream
 	failed = -1
 	for start := 0; start < len(items) && failed < 0; {
@@ -478,7 +479,7 @@ func copyPipelined(ctx context.Context, tx pgx.Tx, items []pipedCopy) (counts []
 			end++
 		}
 		st := &copyStream{items: items[start:end], counts: counts[start:end], first: start}
-		if err := st.send(ctx, conn, &scratch); err != nil {
+		if err := st.send(ctx, conn, &scratch, &wire); err != nil {
 			return nil, -1, err
 		}
 		if unread != nil {
@@ -525,33 +526,32 @@ type copyStream struct {
 }
 
 // send writes the stream's COPYs and their data. A failed write closes
-// the connection: the protocol is mid-message.
-func (st *copyStream) send(ctx context.Context, conn *pgx.Conn, scratch *[]byte) error {
+// the connection: the protocol is mid-message. wire holds the write
+// buffer, kept for the next stream.
+func (st *copyStream) send(ctx context.Context, conn *pgx.Conn, scratch, wire *[]byte) error {
 	pc := conn.PgConn()
-	fe := pc.Frontend()
-	w := copyDataWriter{fe: fe}
+	// Whatever pgconn may hold goes first (nothing, between statements).
+	w := wireWriter{conn: pc.Conn(), buf: (*wire)[:0], err: pc.Frontend().Flush()}
+	defer func() { *wire = w.buf[:0] }()
 	st.encFailed = -1
 	for i, it := range st.items {
 		sql := it.sql
 		if sql == "" {
 			sql = copySQL(it.table.Sanitize(), quoteAll(it.src.names))
 		}
-		fe.SendQuery(&pgproto3.Query{String: sql})
+		w.message(&pgproto3.Query{String: sql})
 		st.sent++
 		if st.encErr = it.src.encode(&w, conn.TypeMap(), scratch); st.encErr != nil {
 			st.encFailed = i
-			fe.Send(&pgproto3.CopyFail{Message: "segwarehouse could not encode a value"})
+			w.message(&pgproto3.CopyFail{Message: "segwarehouse could not encode a value"})
 			break
 		}
 		if w.err != nil {
 			break
 		}
-		fe.Send(&pgproto3.CopyDone{})
+		w.message(&pgproto3.CopyDone{})
 	}
-	if w.err == nil {
-		w.err = fe.Flush()
-	}
-	if w.err != nil {
+	if w.flush(); w.err != nil {
 		_ = pc.Conn().Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -595,19 +595,40 @@ func (st *copyStream) receive(ctx context.Context, pc *pgconn.PgConn) (failed in
 	return failed, err
 }
 
-// copyDataWriter sends each Write as a CopyData message. rowSource.encode
-// writes chunks of about 64 KiB.
-type copyDataWriter struct {
-	fe  *pgproto3.Frontend
-	err error
+// wireWriter buffers a stream's messages and writes them to the
+// connection wireFlushBytes at a time: a flush over thousands of small
+// tables makes a write per 64 KiB, not one per table (a system call each
+// for the loader and for Postgres). Each Write (rowSource.encode's
+// chunks) becomes one CopyData message.
+type wireWriter struct {
+	conn net.Conn
+	buf  []byte
+	err  error
 }
 
-func (w *copyDataWriter) Write(p []byte) (int, error) {
+// wireFlushBytes is how much wireWriter gathers before it writes.
+const wireFlushBytes = 64 << 10
+
+// message appends m, writing the buffer out once it is full.
+func (w *wireWriter) message(m pgproto3.FrontendMessage) {
 	if w.err != nil {
-		return 0, w.err
+		return
 	}
-	w.fe.Send(&pgproto3.CopyData{Data: p})
-	if w.err = w.fe.Flush(); w.err != nil {
+	if w.buf, w.err = m.Encode(w.buf); w.err == nil && len(w.buf) >= wireFlushBytes {
+		w.flush()
+	}
+}
+
+// flush writes out what is buffered.
+func (w *wireWriter) flush() {
+	if w.err == nil && len(w.buf) > 0 {
+		_, w.err = w.conn.Write(w.buf)
+	}
+	w.buf = w.buf[:0]
+}
+
+func (w *wireWriter) Write(p []byte) (int, error) {
+	if w.message(&pgproto3.CopyData{Data: p}); w.err != nil {
 		return 0, w.err
 	}
 	return len(p), nil

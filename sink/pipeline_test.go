@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgerrcode"
@@ -265,5 +267,72 @@ func TestCopyPipelinedBackendGone(t *testing.T) {
 	_ = tx.Rollback(context.Background())
 	if !conn.IsClosed() {
 		t.Fatal("the connection is still open after its backend died")
+	}
+}
+
+// countingConn counts the writes to a connection.
+type countingConn struct {
+	net.Conn
+	writes, bytes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	c.bytes.Add(int64(len(p)))
+	return c.Conn.Write(p)
+}
+
+// A stream of many small tables' COPYs goes out in a write per stream or
+// per wireFlushBytes, not one (a system call for the loader and one for
+// Postgres) per table.
+func TestCopyPipelinedWrites(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	cfg, err := pgx.ParseConfig(pgtest.NewDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes, bytes atomic.Int64
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		return countingConn{c, &writes, &bytes}, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	names := []string{"id", "n"}
+	types := []schema.Type{schema.Text, schema.BigInt}
+	const tables = 300
+	items := make([]pipedCopy, tables)
+	for i := range items {
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE TABLE t%03d (id text PRIMARY KEY, n bigint)`, i)); err != nil {
+			t.Fatal(err)
+		}
+		rows := []schema.Row{{ID: "x", Cols: []schema.Col{col("id", vStr("x")), col("n", vInt(1))}}}
+		items[i] = pipedCopy{table: pgx.Identifier{fmt.Sprintf("t%03d", i)}, src: newRowSource(rows, nil, names, types, t0)}
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w0, b0 := writes.Load(), bytes.Load()
+	counts, _, err := copyPipelined(ctx, tx, items)
+	w, b := writes.Load()-w0, bytes.Load()-b0
+	if err != nil || len(counts) != tables || counts[tables-1] != 1 {
+		t.Fatalf("copyPipelined: %v, counts %v", err, counts)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	perStream := pipelineAnswerBytes / copyAnswerBytes(items[0])
+	streams := (tables + perStream - 1) / perStream
+	if most := int64(streams) + b/wireFlushBytes + 1; w > most {
+		t.Errorf("%d tables in %d streams (%d bytes) took %d writes, want at most %d", tables, streams, b, w, most)
+	}
+	if n := count(t, conn.Config().ConnString(), fmt.Sprintf(`SELECT count(*) FROM t%03d`, tables-1)); n != 1 {
+		t.Errorf("last table holds %d rows, want 1", n)
 	}
 }
