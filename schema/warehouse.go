@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"sync/atomic"
 )
 
 // MaxColumns is the most columns a table may hold (SPEC §7).
@@ -19,6 +20,7 @@ type TableDef struct {
 	Merge bool
 	Cols  []ColumnDef
 	index map[string]int
+	spare atomic.Pointer[ColumnIndex] // see ColumnIndex
 }
 
 // NewTableDef builds a table definition from its columns.
@@ -110,7 +112,7 @@ func Plan(w *Warehouse, b *Batch) []Change {
 		types := make(map[string]Type)
 		var g *ColumnIndex
 		if def != nil {
-			g = NewColumnIndex(def.index)
+			g = def.ColumnIndex()
 		}
 		for ri := range tr.Rows {
 			if g != nil {
@@ -136,6 +138,9 @@ func Plan(w *Warehouse, b *Batch) []Change {
 				}
 				types[c.Name] = Widen(t, c.Val.Type())
 			}
+		}
+		if g != nil {
+			def.PutColumnIndex(g)
 		}
 		if def == nil {
 			ch := Change{Table: tr.Table, Create: true}
@@ -214,7 +219,7 @@ func conform(w *Warehouse, b *Batch, known bool) (int, bool) {
 		var g *ColumnIndex
 		if def != nil {
 			tr.Present = make([]bool, len(def.Cols))
-			g = NewColumnIndex(def.index)
+			g = def.ColumnIndex()
 		} else {
 			if known && len(tr.Rows) > 0 {
 				return n, false
@@ -290,6 +295,9 @@ func conform(w *Warehouse, b *Batch, known bool) (int, bool) {
 				row.Cols = kept
 			}
 		}
+		if g != nil {
+			def.PutColumnIndex(g)
+		}
 	}
 	return n, true
 }
@@ -316,6 +324,22 @@ func NewColumnIndex(index map[string]int) *ColumnIndex {
 	return &ColumnIndex{index: index, byLen: make(map[int]*layoutGuess)}
 }
 
+// ColumnIndex returns a ColumnIndex over t's columns, with the guesses of
+// the last one given back (PutColumnIndex): a table's next flush mostly
+// brings rows of the layouts of its last one, so even its first row finds
+// its columns without a map lookup. That matters for a flush over
+// thousands of tables of a few rows each. Safe for concurrent use; each
+// caller gets its own.
+func (t *TableDef) ColumnIndex() *ColumnIndex {
+	if g := t.spare.Swap(nil); g != nil {
+		return g
+	}
+	return NewColumnIndex(t.index)
+}
+
+// PutColumnIndex gives back g, from ColumnIndex, for the next caller.
+func (t *TableDef) PutColumnIndex(g *ColumnIndex) { t.spare.Store(g) }
+
 // Reset makes g find columns in index, forgetting its guesses.
 func (g *ColumnIndex) Reset(index map[string]int) {
 	g.index = index
@@ -325,10 +349,17 @@ func (g *ColumnIndex) Reset(index map[string]int) {
 	g.cur = nil
 }
 
+// maxLayoutGuesses bounds a ColumnIndex's guesses, kept from flush to
+// flush: past it they start again.
+const maxLayoutGuesses = 32
+
 // Row starts a row of n columns.
 func (g *ColumnIndex) Row(n int) {
 	g.cur = g.byLen[n]
 	if g.cur == nil {
+		if len(g.byLen) >= maxLayoutGuesses {
+			clear(g.byLen)
+		}
 		g.cur = &layoutGuess{names: make([]string, n), pos: make([]int, n)}
 		g.byLen[n] = g.cur
 	}

@@ -430,6 +430,42 @@ func TestColumnIndexReset(t *testing.T) {
 	}
 }
 
+// A table's ColumnIndex comes back with the guesses of the one last given
+// back; two callers never share one; the guesses kept stay bounded.
+func TestTableDefColumnIndex(t *testing.T) {
+	t.Parallel()
+	def := NewTableDef(TableRef{"s", "t"}, []ColumnDef{{"a", Text}, {"b", BigInt}})
+	g := def.ColumnIndex()
+	g.Row(2)
+	if g.Find(0, "a") != 0 || g.Find(1, "b") != 1 {
+		t.Fatal("Find on a new index")
+	}
+	if other := def.ColumnIndex(); other == g {
+		t.Fatal("a second caller got the index in use")
+	}
+	def.PutColumnIndex(g)
+	g2 := def.ColumnIndex()
+	if g2 != g {
+		t.Fatal("the index given back was not handed out again")
+	}
+	if l := g2.byLen[2]; l == nil || !slices.Equal(l.names, []string{"a", "b"}) || !slices.Equal(l.pos, []int{0, 1}) {
+		t.Fatalf("the guesses did not come back with it: %+v", g2.byLen[2])
+	}
+	if def.ColumnIndex() == g2 {
+		t.Fatal("the index given back was handed out twice")
+	}
+	for n := range 3 * maxLayoutGuesses {
+		g2.Row(n + 3)
+	}
+	if len(g2.byLen) > maxLayoutGuesses {
+		t.Fatalf("%d layouts kept, want at most %d", len(g2.byLen), maxLayoutGuesses)
+	}
+	g2.Row(2)
+	if g2.Find(0, "a") != 0 || g2.Find(1, "b") != 1 || g2.Find(1, "zz") != -1 {
+		t.Fatal("Find after the guesses started again")
+	}
+}
+
 // ConformKnown then, when it stops, Plan, the changes and Conform give
 // what Plan, the changes and Conform give: the same values, the same
 // discards, none twice.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -87,6 +88,9 @@ type rowSource struct {
 	uuid  int                 // position of uuid_ts, -1 when absent
 	ts    time.Time
 
+	// giveBack, when set, takes find once encode is done with it.
+	giveBack *atomic.Pointer[schema.ColumnIndex]
+
 	// pgx.CopyFromSource state (the fallback path).
 	i    int
 	vals []any
@@ -100,8 +104,14 @@ func newRowSource(rows []schema.Row, cols [][]schema.Col, names []string, types 
 
 // shapeSource is newRowSource for rows of a table with shape sh, whose
 // column positions are already worked out.
+// Its column index comes from the shape's spare (see
+// schema.TableDef.ColumnIndex) and goes back there after encode.
 func shapeSource(rows []schema.Row, sh *tableShape, uuidTS time.Time) *rowSource {
-	return &rowSource{rows: rows, names: sh.names, types: sh.types, ts: uuidTS, uuid: sh.uuidTS, find: schema.NewColumnIndex(sh.index)}
+	find := sh.spare.Swap(nil)
+	if find == nil {
+		find = schema.NewColumnIndex(sh.index)
+	}
+	return &rowSource{rows: rows, names: sh.names, types: sh.types, ts: uuidTS, uuid: sh.uuidTS, find: find, giveBack: &sh.spare}
 }
 
 // copySQL is the COPY statement of a table (quoted) and its columns
@@ -235,6 +245,10 @@ func (s *rowSource) encode(w io.Writer, m *pgtype.Map, scratch *[]byte) error {
 	}
 	buf = binary.BigEndian.AppendUint16(buf, math.MaxUint16) // -1: trailer
 	_, _ = w.Write(buf)
+	if s.giveBack != nil {
+		s.giveBack.Store(s.find)
+		s.giveBack, s.find = nil, nil // encoded once (shapeSource)
+	}
 	return nil
 }
 

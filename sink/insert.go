@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -114,8 +115,9 @@ type tableShape struct {
 	copySQL string // COPY "schema"."table" ("a", "b", …) FROM STDIN BINARY
 	oids    []uint32
 	formats []int16
-	index   map[string]int // column name → position in names; uuid_ts absent
-	uuidTS  int            // position of uuid_ts, -1 when absent
+	index   map[string]int                     // column name → position in names; uuid_ts absent
+	uuidTS  int                                // position of uuid_ts, -1 when absent
+	spare   atomic.Pointer[schema.ColumnIndex] // see shapeSource
 }
 
 // maxTableShapes bounds the loader's cache of table shapes (~6 KB each
