@@ -143,7 +143,11 @@ func TestStalledLoaderEnded(t *testing.T) {
 	if _, ok := w.seen[stranger]; ok {
 		t.Errorf("first sweep took session %d, outside any flush, for a stalled loader", stranger)
 	}
-	time.Sleep(150 * time.Millisecond) // the slow stream sends more rows
+	if s, ok := w.seen[slow]; ok { // the slow stream sends more rows
+		waitUntil(t, "the slow stream to move", func() bool {
+			return count(t, dsn, `SELECT coalesce(max(bytes_processed), -1) FROM pg_stat_progress_copy WHERE pid = $1`, slow) > s.bytes
+		})
+	}
 	ended, err = w.sweep(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
