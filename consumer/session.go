@@ -50,6 +50,7 @@ type part struct {
 	first   int64 // first offset fetched, for lag while nothing is stored; -1 none
 	hwm     int64 // high watermark of the last fetch; -1 unknown
 	pending []pending
+	last    int // records the last flush took: the capacity of the next pending slice
 	rows    int
 	bytes   int
 	since   time.Time // arrival of the oldest pending record
@@ -392,6 +393,7 @@ func (s *session) takeLocked() []chunk {
 		p := s.parts[k]
 		chunks = append(chunks, chunk{p: p, from: p.base, recs: p.pending})
 		p.base = p.pending[len(p.pending)-1].d.Pos.Offset + 1
+		p.last = len(p.pending)
 		p.pending, p.rows, p.bytes = nil, 0, 0
 	}
 	s.pendRecords, s.pendRows, s.pendBytes = 0, 0, 0
@@ -545,6 +547,10 @@ func (s *session) handle(fetches kgo.Fetches) error {
 			d := decoded[sp.at+i]
 			if len(p.pending) == 0 {
 				p.since = now
+				if p.pending == nil && p.last > 0 {
+					// Sized once, not grown from nothing in every flush.
+					p.pending = make([]pending, 0, p.last)
+				}
 			}
 			pd := pending{d: d, raw: rec.Value, ts: rec.Timestamp}
 			if s.c.tracer != nil {
