@@ -475,6 +475,15 @@ type pipedCopy struct {
 // with CopyFail and comes back as the *valueError. After a failed write
 // the connection is closed: the protocol is mid-message.
 func copyPipelined(ctx context.Context, tx pgx.Tx, items []pipedCopy) (counts []int64, failed int, err error) {
+	return copyPipelinedLazy(ctx, tx, len(items), func(i int) pipedCopy { return items[i] })
+}
+
+// copyPipelinedLazy is copyPipelined over n items that item builds on
+// demand, each once and in order, as its stream is formed: Postgres
+// starts on the first stream while the loader still builds the later
+// ones' items (a flush over 2,000 tables spent ~9 ms building them all
+// first, with Postgres idle). Items of a stream never sent are not built.
+func copyPipelinedLazy(ctx context.Context, tx pgx.Tx, n int, item func(i int) pipedCopy) (counts []int64, failed int, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, -1, err
 	}
@@ -489,14 +498,25 @@ func copyPipelined(ctx context.Context, tx pgx.Tx, items []pipedCopy) (counts []
 			err = ctx.Err()
 		}
 	}()
-	counts = make([]int64, len(items))
+	counts = make([]int64, n)
+	items := make([]pipedCopy, 0, n)
+	built := func(i int) pipedCopy {
+		if i == len(items) {
+			items = append(items, item(i))
+		}
+		return items[i]
+	}
 	var scratch, wire []byte // the chunk and write buffers, shared by the streams
 	var unread *copyStream
 	failed = -1
-	for start := 0; start < len(items) && failed < 0; {
+	for start := 0; start < n && failed < 0; {
 		end, answers := start, 0
-		for end < len(items) && (end == start || answers+copyAnswerBytes(items[end]) <= pipelineAnswerBytes) {
-			answers += copyAnswerBytes(items[end])
+		for end < n {
+			a := copyAnswerBytes(built(end))
+			if end > start && answers+a > pipelineAnswerBytes {
+				break
+			}
+			answers += a
 			end++
 		}
 		st := &copyStream{items: items[start:end], counts: counts[start:end], first: start}

@@ -257,33 +257,39 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 }
 
 // copyAll is copyEvents without dedup for all of trs, in pipelined
-// streams (copyPipelined). Each large table's COPY is a span of its own;
+// streams (copyPipelinedLazy: each table's item is built as its stream is
+// formed). Each large table's COPY is a span of its own;
 // the small ones (thousands, in a flush over many event tables) share one
 // span. It returns the rows copied per table.
 func (l *Loader) copyAll(ctx context.Context, tx pgx.Tx, p *picture, trs []*schema.TableRows, uuidTS time.Time) ([]int, error) {
-	items := make([]pipedCopy, len(trs))
 	spans := make([]trace.Span, len(trs))
 	nsmall := 0
-	for i, tr := range trs {
-		names, types := p.columns(tr)
-		sh := l.tableShape(tr.Table, names, types)
-		items[i] = pipedCopy{table: pgx.Identifier{tr.Table.Schema, tr.Table.Table}, sql: sh.copySQL, src: shapeSource(tr.Rows, sh, uuidTS)}
+	for _, tr := range trs {
 		if len(tr.Rows) <= smallTableRows {
 			nsmall++
-			continue
-		}
-		_, spans[i] = l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
-			attribute.String("db.collection.name", tr.Table.String()), attribute.Int("segwarehouse.rows", len(tr.Rows))))
-		items[i].done = func(err error) {
-			l.endSpan(spans[i], err)
-			spans[i] = nil
 		}
 	}
 	var smallSpan trace.Span
 	if nsmall > 0 {
 		_, smallSpan = l.tracer.Start(ctx, "segwarehouse.copy_small", trace.WithAttributes(attribute.Int("segwarehouse.tables", nsmall)))
 	}
-	counts, failed, err := copyPipelined(ctx, tx, items)
+	// Each item is built as its stream is formed (copyPipelinedLazy).
+	item := func(i int) pipedCopy {
+		tr := trs[i]
+		names, types := p.columns(tr)
+		sh := l.tableShape(tr.Table, names, types)
+		it := pipedCopy{table: pgx.Identifier{tr.Table.Schema, tr.Table.Table}, sql: sh.copySQL, src: shapeSource(tr.Rows, sh, uuidTS)}
+		if len(tr.Rows) > smallTableRows {
+			_, spans[i] = l.tracer.Start(ctx, "segwarehouse.copy", trace.WithAttributes(
+				attribute.String("db.collection.name", tr.Table.String()), attribute.Int("segwarehouse.rows", len(tr.Rows))))
+			it.done = func(err error) {
+				l.endSpan(spans[i], err)
+				spans[i] = nil
+			}
+		}
+		return it
+	}
+	counts, failed, err := copyPipelinedLazy(ctx, tx, len(trs), item)
 	for _, span := range spans {
 		if span != nil { // never sent, or the stream broke first
 			l.endSpan(span, err)

@@ -142,6 +142,8 @@ func TestCopyPipelined(t *testing.T) {
 // failing table's index are the same as for one stream; the stream after
 // a failed one was already sent and fails whole, and the streams after
 // that are not sent.
+// Items are built lazily, in order, once each: those of a stream never
+// sent are never built.
 func TestCopyPipelinedStreams(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
@@ -160,7 +162,7 @@ func TestCopyPipelinedStreams(t *testing.T) {
 	if _, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO t%03d (id) VALUES ('taken')`, bad)); err != nil {
 		t.Fatal(err)
 	}
-	run := func(withDup bool) (counts []int64, failed int, err error, done []string) {
+	run := func(withDup bool) (counts []int64, failed int, err error, done []string, built int) {
 		tx, err := conn.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -190,15 +192,24 @@ func TestCopyPipelinedStreams(t *testing.T) {
 					}
 				}}
 		}
-		counts, failed, err = copyPipelined(ctx, tx, items)
+		counts, failed, err = copyPipelinedLazy(ctx, tx, len(items), func(i int) pipedCopy {
+			if i != built {
+				t.Errorf("item %d built after %d items, want them in order, once each", i, built)
+			}
+			built++
+			return items[i]
+		})
 		if err == nil {
 			if err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return counts, failed, err, done
+		return counts, failed, err, done, built
 	}
-	_, failed, err, done := run(true)
+	_, failed, err, done, built := run(true)
+	if built >= tables {
+		t.Errorf("%d of %d items built; the last stream's were never sent and need not be", built, tables)
+	}
 	var pg *pgconn.PgError
 	if !errors.As(err, &pg) || pg.Code != pgerrcode.UniqueViolation || failed != bad {
 		t.Fatalf("duplicate in table %d of %d (%d per stream): failed %d, %v", bad, tables, perStream, failed, err)
@@ -217,9 +228,9 @@ func TestCopyPipelinedStreams(t *testing.T) {
 			t.Fatalf("table %d: %q, want %q (all: %v)", i, d, want, done)
 		}
 	}
-	counts, failed, err, _ := run(false)
-	if err != nil || failed != -1 || len(counts) != tables {
-		t.Fatalf("clean streams: %v, failed %d, %d counts", err, failed, len(counts))
+	counts, failed, err, _, built := run(false)
+	if err != nil || failed != -1 || len(counts) != tables || built != tables {
+		t.Fatalf("clean streams: %v, failed %d, %d counts, %d items built", err, failed, len(counts), built)
 	}
 	for i, n := range counts {
 		if n != 2 {
