@@ -20,7 +20,7 @@ type TableDef struct {
 	Merge bool
 	Cols  []ColumnDef
 	index map[string]int
-	spare atomic.Pointer[ColumnIndex] // see ColumnIndex
+	finds ColumnIndexes // over index, kept from flush to flush
 }
 
 // NewTableDef builds a table definition from its columns.
@@ -29,6 +29,7 @@ func NewTableDef(ref TableRef, cols []ColumnDef) *TableDef {
 	for i, c := range t.Cols {
 		t.index[c.Name] = i
 	}
+	t.finds.index = t.index
 	return t
 }
 
@@ -324,21 +325,38 @@ func NewColumnIndex(index map[string]int) *ColumnIndex {
 	return &ColumnIndex{index: index, byLen: make(map[int]*layoutGuess)}
 }
 
-// ColumnIndex returns a ColumnIndex over t's columns, with the guesses of
-// the last one given back (PutColumnIndex): a table's next flush mostly
+// ColumnIndexes hands out ColumnIndexes over one index, each with the
+// guesses of the one last given back (Put): a table's next flush mostly
 // brings rows of the layouts of its last one, so even its first row finds
 // its columns without a map lookup. That matters for a flush over
 // thousands of tables of a few rows each. Safe for concurrent use; each
-// caller gets its own.
-func (t *TableDef) ColumnIndex() *ColumnIndex {
-	if g := t.spare.Swap(nil); g != nil {
-		return g
-	}
-	return NewColumnIndex(t.index)
+// caller gets its own. The zero value needs its index set (NewColumnIndexes).
+type ColumnIndexes struct {
+	index map[string]int
+	spare atomic.Pointer[ColumnIndex]
 }
 
+// NewColumnIndexes hands out ColumnIndexes over index.
+func NewColumnIndexes(index map[string]int) *ColumnIndexes {
+	return &ColumnIndexes{index: index}
+}
+
+// Get returns the ColumnIndex last given back, or a new one.
+func (c *ColumnIndexes) Get() *ColumnIndex {
+	if g := c.spare.Swap(nil); g != nil {
+		return g
+	}
+	return NewColumnIndex(c.index)
+}
+
+// Put gives back g, from Get, for the next caller.
+func (c *ColumnIndexes) Put(g *ColumnIndex) { c.spare.Store(g) }
+
+// ColumnIndex returns a ColumnIndex over t's columns (ColumnIndexes.Get).
+func (t *TableDef) ColumnIndex() *ColumnIndex { return t.finds.Get() }
+
 // PutColumnIndex gives back g, from ColumnIndex, for the next caller.
-func (t *TableDef) PutColumnIndex(g *ColumnIndex) { t.spare.Store(g) }
+func (t *TableDef) PutColumnIndex(g *ColumnIndex) { t.finds.Put(g) }
 
 // Reset makes g find columns in index, forgetting its guesses.
 func (g *ColumnIndex) Reset(index map[string]int) {

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -90,7 +89,7 @@ type rowSource struct {
 	ts    time.Time
 
 	// giveBack, when set, takes find once encode is done with it.
-	giveBack *atomic.Pointer[schema.ColumnIndex]
+	giveBack *schema.ColumnIndexes
 
 	// pgx.CopyFromSource state (the fallback path).
 	i    int
@@ -105,14 +104,9 @@ func newRowSource(rows []schema.Row, cols [][]schema.Col, names []string, types 
 
 // shapeSource is newRowSource for rows of a table with shape sh, whose
 // column positions are already worked out. Its column index comes from
-// the shape's spare (see schema.TableDef.ColumnIndex) and goes back there
-// after encode.
+// the shape's ColumnIndexes and goes back there after encode.
 func shapeSource(rows []schema.Row, sh *tableShape, uuidTS time.Time) *rowSource {
-	find := sh.spare.Swap(nil)
-	if find == nil {
-		find = schema.NewColumnIndex(sh.index)
-	}
-	return &rowSource{rows: rows, names: sh.names, types: sh.types, ts: uuidTS, uuid: sh.uuidTS, find: find, giveBack: &sh.spare}
+	return &rowSource{rows: rows, names: sh.names, types: sh.types, ts: uuidTS, uuid: sh.uuidTS, find: sh.finds.Get(), giveBack: sh.finds}
 }
 
 // copySQL is the COPY statement of a table (quoted) and its columns
@@ -247,7 +241,7 @@ func (s *rowSource) encode(w io.Writer, m *pgtype.Map, scratch *[]byte) error {
 	buf = binary.BigEndian.AppendUint16(buf, math.MaxUint16) // -1: trailer
 	_, _ = w.Write(buf)
 	if s.giveBack != nil {
-		s.giveBack.Store(s.find)
+		s.giveBack.Put(s.find)
 		s.giveBack, s.find = nil, nil // encoded once (shapeSource)
 	}
 	return nil
@@ -551,8 +545,9 @@ func copyPipelinedLazy(ctx context.Context, tx pgx.Tx, n int, item func(i int) p
 const pipelineAnswerBytes = 16 << 10
 
 // copyAnswerBytes is at most what Postgres answers to one COPY of a
-// stream: CopyInResponse (a format code per column), then CommandComplete
-// or an error, then ReadyForQuery.
+// stream: ParseComplete, BindComplete, CopyInResponse (a format code per
+// column), then CommandComplete or an error; and the stream's one
+// ReadyForQuery.
 func copyAnswerBytes(it pipedCopy) int { return 2*len(it.src.names) + 512 }
 
 // copyStream is one stream of copyPipelined: its items' COPYs, sent

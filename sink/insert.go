@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -115,9 +114,9 @@ type tableShape struct {
 	copySQL string // COPY "schema"."table" ("a", "b", …) FROM STDIN BINARY
 	oids    []uint32
 	formats []int16
-	index   map[string]int                     // column name → position in names; uuid_ts absent
-	uuidTS  int                                // position of uuid_ts, -1 when absent
-	spare   atomic.Pointer[schema.ColumnIndex] // see shapeSource
+	index   map[string]int        // column name → position in names; uuid_ts absent
+	uuidTS  int                   // position of uuid_ts, -1 when absent
+	finds   *schema.ColumnIndexes // over index, for the COPY encoder (shapeSource)
 }
 
 // maxTableShapes bounds the loader's cache of table shapes (~6 KB each
@@ -142,6 +141,7 @@ func (l *Loader) tableShape(table schema.TableRef, names []string, types []schem
 		formats: make([]int16, len(names)),
 	}
 	sh.index, sh.uuidTS = positions(names)
+	sh.finds = schema.NewColumnIndexes(sh.index)
 	for j := range names {
 		if types[j] == schema.Timestamptz {
 			sh.oids[j], sh.formats[j] = pgtype.TimestamptzOID, pgtype.BinaryFormatCode
