@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -501,6 +502,80 @@ func TestPoisonIsolated(t *testing.T) {
 	}
 	if st := r.c.Stats(); st.Rejected != int64(len(poison)) {
 		t.Errorf("stats rejected %d, want %d", st.Rejected, len(poison))
+	}
+}
+
+// TestPoisonGoneFromKafka deletes a poison record from Kafka after it was
+// polled: its rejection, which reads the raw value again from Kafka, says
+// the value is gone instead of waiting for it, and nothing else is lost.
+func TestPoisonGoneFromKafka(t *testing.T) {
+	t.Parallel()
+	// The poison in the middle: the first record Kafka returns is past it.
+	// Last: Kafka returns nothing, and its log start says it is gone.
+	for _, poisonAt := range []int{11, 29} {
+		t.Run(fmt.Sprint("poison at ", poisonAt), func(t *testing.T) {
+			t.Parallel()
+			testPoisonGone(t, poisonAt)
+		})
+	}
+}
+
+func testPoisonGone(t *testing.T, poisonAt int) {
+	w := newWorld(t, 1)
+	w.watchCommits()
+	w.produce("m", 30, func(i int, r *kgo.Record) {
+		if i == poisonAt {
+			r.Value = []byte(`{"id":"poison-gone"}`)
+		}
+	})
+	adm := kadm.NewClient(kafkatest.Client(t, w.addrs))
+	var deleted atomic.Bool
+	var hookErr atomic.Value
+	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
+		if deleted.Load() {
+			return nil
+		}
+		for _, tr := range b.Tables {
+			for _, r := range tr.Rows {
+				if r.ID != "poison-gone" {
+					continue
+				}
+				// Records up to the poison were polled already (the batch
+				// holds them), so the group's fetch position is past the
+				// new log start.
+				var o kadm.Offsets
+				o.AddOffset(w.topic, 0, r.Pos.Offset+1, -1)
+				resp, err := adm.DeleteRecords(ctx, o)
+				if err == nil {
+					err = resp.Error()
+				}
+				if err != nil {
+					hookErr.Store(err.Error())
+				}
+				deleted.Store(true)
+				return nil
+			}
+		}
+		return nil
+	})
+	r := w.start("a", w.config())
+	w.waitCaughtUp()
+	r.stop(t)
+	if e := hookErr.Load(); e != nil {
+		t.Fatalf("DeleteRecords: %v", e)
+	}
+	if !deleted.Load() {
+		t.Fatal("the sink never saw the poison record")
+	}
+	w.check(w.allProduced())
+	w.sink.mu.Lock()
+	defer w.sink.mu.Unlock()
+	if len(w.sink.rejected) != 1 {
+		t.Fatalf("rejected %d records, want 1: %+v", len(w.sink.rejected), w.sink.rejected)
+	}
+	rj := w.sink.rejected[0]
+	if rj.Raw != nil || !strings.Contains(rj.Reason, "invalid input syntax") || !strings.Contains(rj.Reason, "raw value not stored: the record is no longer in Kafka") {
+		t.Errorf("rejected %+v: want no raw value, the sink's error and why the raw value is missing", rj)
 	}
 }
 

@@ -165,13 +165,23 @@ func split(chunks []chunk) (left, right []chunk) {
 }
 
 // reject loads one record the sink refused as a schema.Rejected carrying
-// the sink's error, advancing its offset. If the sink refuses even that
-// (the raw bytes themselves), it tries once more without them.
+// the sink's error and the record's raw value, read again from Kafka,
+// advancing its offset. If the sink refuses even that (the raw bytes
+// themselves), it tries once more without them.
 func (s *session) reject(ctx context.Context, ch chunk, cause error) error {
 	r := ch.recs[0]
 	pos := r.d.Pos
 	s.c.log.Warn("record refused by the sink; rejecting it", "topic", pos.Topic, "partition", pos.Partition, "offset", pos.Offset, "err", cause)
-	rej := schema.Rejected{Pos: pos, Timestamp: r.ts, Raw: r.raw, Reason: cause.Error(), Code: "postgres"}
+	rej := schema.Rejected{Pos: pos, Timestamp: r.ts, Reason: cause.Error(), Code: "postgres"}
+	raw, err := s.c.refetch(ctx, pos)
+	switch {
+	case errors.Is(err, errRecordGone):
+		rej.Reason += " (raw value not stored: " + err.Error() + ")"
+	case err != nil:
+		return err
+	default:
+		rej.Raw = raw
+	}
 	for range 2 {
 		bb := schema.NewBatchBuilder(s.c.cfg.Group, s.c.owner)
 		bb.Start(pos.Topic, pos.Partition, ch.from)

@@ -56,11 +56,11 @@ type part struct {
 	since   time.Time // arrival of the oldest pending record
 }
 
-// pending is one decoded record waiting for its flush. raw and ts are kept
-// to reject the record if Postgres refuses it.
+// pending is one decoded record waiting for its flush. ts is kept to
+// reject the record if Postgres refuses it; its raw value is not (see
+// Consumer.refetch).
 type pending struct {
 	d    *schema.Decoded
-	raw  []byte
 	ts   time.Time
 	link trace.SpanContext // the producer's span, when traced
 }
@@ -552,7 +552,7 @@ func (s *session) handle(fetches kgo.Fetches) error {
 					p.pending = make([]pending, 0, p.last)
 				}
 			}
-			pd := pending{d: d, raw: rec.Value, ts: rec.Timestamp}
+			pd := pending{d: d, ts: rec.Timestamp}
 			if s.c.tracer != nil {
 				pd.link = producerSpan(rec)
 			}

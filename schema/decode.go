@@ -34,7 +34,8 @@ func NewDecoder(cfg Config) (*Decoder, error) {
 }
 
 // Decode decodes one record. It never fails: a record that cannot become
-// messages comes back as a rejection with a reason.
+// messages comes back as a rejection with a reason. What it returns does
+// not share memory with rec.Value, which the caller may reuse.
 func (d *Decoder) Decode(rec *Record) *Decoded {
 	// The Decoded and its first two rows are one allocation: a message
 	// makes one or two rows.
@@ -44,7 +45,7 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 	reject := func(code, format string, args ...any) *Decoded {
 		out.Rows, out.Discards = nil, nil
 		out.Rejected = append(out.Rejected[:0], Rejected{
-			Pos: out.Pos, Timestamp: rec.Timestamp, Raw: rec.Value, Reason: fmt.Sprintf(format, args...), Code: code,
+			Pos: out.Pos, Timestamp: rec.Timestamp, Raw: bytes.Clone(rec.Value), Reason: fmt.Sprintf(format, args...), Code: code,
 		})
 		return out
 	}
