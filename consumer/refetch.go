@@ -51,16 +51,12 @@ func (c *Consumer) refetch(ctx context.Context, pos schema.Pos) ([]byte, error) 
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("reading %s/%d offset %d again from Kafka: %w", pos.Topic, pos.Partition, pos.Offset, errors.Join(err, lastErr))
 		}
-		for _, r := range fs.Records() {
-			if r.Topic != pos.Topic || r.Partition != pos.Partition {
-				continue
-			}
-			if r.Offset == pos.Offset {
-				return r.Value, nil
-			}
-			if r.Offset > pos.Offset {
+		// The client reads only pos's partition, from pos.
+		if r := fs.Records(); len(r) > 0 {
+			if r[0].Offset != pos.Offset {
 				return nil, errRecordGone
 			}
+			return r[0].Value, nil
 		}
 		fs.EachError(func(_ string, _ int32, err error) {
 			if errors.Is(err, context.DeadlineExceeded) {
@@ -71,14 +67,12 @@ func (c *Consumer) refetch(ctx context.Context, pos schema.Pos) ([]byte, error) 
 			}
 			lastErr = err
 		})
-		if fs.NumRecords() == 0 {
-			// Nothing came: when the record and all after it were
-			// deleted, nothing ever will.
-			starts, err := adm.ListStartOffsets(ctx, pos.Topic)
-			if err == nil {
-				if o, ok := starts.Lookup(pos.Topic, pos.Partition); ok && o.Err == nil && o.Offset > pos.Offset {
-					return nil, errRecordGone
-				}
+		// Nothing came: when the record and all after it were deleted,
+		// nothing ever will.
+		starts, err := adm.ListStartOffsets(ctx, pos.Topic)
+		if err == nil {
+			if o, ok := starts.Lookup(pos.Topic, pos.Partition); ok && o.Err == nil && o.Offset > pos.Offset {
+				return nil, errRecordGone
 			}
 		}
 	}
