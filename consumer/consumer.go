@@ -38,6 +38,7 @@ type options struct {
 	sourceHeader string
 	tracer       trace.Tracer
 	observer     Observer
+	topicGone    time.Duration // refetchTopicGone unless a test shortens it
 }
 
 // Observer is told about every Sink.Load the consumer makes; cmd turns the
@@ -94,8 +95,14 @@ type Consumer struct {
 	tracer       trace.Tracer // nil: no tracing
 	observer     Observer     // nil: none
 	workers      int
+	topicGone    time.Duration // how long a topic Kafka does not know takes to count as deleted
 
 	running atomic.Bool
+
+	// refetch's client, made on first use and closed when Run returns.
+	refetchMu      sync.Mutex
+	refetchCl      *kgo.Client
+	refetchClients atomic.Int64 // clients made, for tests
 
 	n struct {
 		records, messages, batches, rejected, discarded atomic.Int64
@@ -121,7 +128,7 @@ func New(cfg Config, dec Decoder, sink Sink, log *slog.Logger, opts ...Option) (
 	if dec == nil || sink == nil || log == nil {
 		return nil, errors.New("consumer.New: decoder, sink and logger are required")
 	}
-	o := options{now: time.Now}
+	o := options{now: time.Now, topicGone: refetchTopicGone}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -157,6 +164,7 @@ func New(cfg Config, dec Decoder, sink Sink, log *slog.Logger, opts ...Option) (
 		tracer:       o.tracer,
 		observer:     o.observer,
 		workers:      workers,
+		topicGone:    o.topicGone,
 		rows:         make(map[string]int64),
 	}, nil
 }
@@ -175,6 +183,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return errors.New("consumer: Run is already running")
 	}
 	defer c.running.Store(false)
+	defer c.closeRefetch()
 
 	// flushCtx bounds Load and commits: it outlives ctx by ShutdownTimeout
 	// so that a cancelled ctx never aborts a transaction half way.

@@ -503,6 +503,13 @@ func TestPoisonIsolated(t *testing.T) {
 	if st := r.c.Stats(); st.Rejected != int64(len(poison)) {
 		t.Errorf("stats rejected %d, want %d", st.Rejected, len(poison))
 	}
+	// The three re-reads share one client, closed when Run returned.
+	if n := consumer.RefetchClients(r.c); n != 1 {
+		t.Errorf("made %d clients to read %d refused records again, want 1", n, len(poison))
+	}
+	if consumer.RefetchOpen(r.c) {
+		t.Error("the client for re-reads is still open after Run returned")
+	}
 }
 
 // TestPoisonGoneFromKafka deletes a poison record from Kafka after it was
@@ -517,6 +524,65 @@ func TestPoisonGoneFromKafka(t *testing.T) {
 			t.Parallel()
 			testPoisonGone(t, poisonAt)
 		})
+	}
+}
+
+// TestPoisonTopicDeleted deletes the topic while its poison record waits
+// to be read again for its rejection: the rejection is stored without the
+// raw value once Kafka has not known the topic for a while, instead of
+// holding the flush (and every other partition's loading) until shutdown.
+func TestPoisonTopicDeleted(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	w.produce("m", 30, func(i int, r *kgo.Record) {
+		if i == 17 {
+			r.Value = []byte(`{"id":"poison-deleted"}`)
+		}
+	})
+	adm := kadm.NewClient(kafkatest.Client(t, w.addrs))
+	var deleted atomic.Bool
+	var hookErr atomic.Value
+	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
+		if deleted.Load() {
+			return nil
+		}
+		for _, tr := range b.Tables {
+			for _, r := range tr.Rows {
+				if r.ID != "poison-deleted" {
+					continue
+				}
+				resp, err := adm.DeleteTopics(ctx, w.topic)
+				if err == nil {
+					err = resp.Error()
+				}
+				if err != nil {
+					hookErr.Store(err.Error())
+				}
+				deleted.Store(true)
+				return nil
+			}
+		}
+		return nil
+	})
+	r := w.start("a", w.config(), consumer.WithTopicGone(2*time.Second))
+	kafkatest.Eventually(t, 60*time.Second, "the poison record rejected", func() (bool, string) {
+		w.sink.mu.Lock()
+		defer w.sink.mu.Unlock()
+		return len(w.sink.rejected) > 0, fmt.Sprintf("%d rejected", len(w.sink.rejected))
+	})
+	r.stop(t)
+	if e := hookErr.Load(); e != nil {
+		t.Fatalf("DeleteTopics: %v", e)
+	}
+	w.sink.mu.Lock()
+	defer w.sink.mu.Unlock()
+	if len(w.sink.rejected) != 1 {
+		t.Fatalf("rejected %d records, want 1: %+v", len(w.sink.rejected), w.sink.rejected)
+	}
+	rj := w.sink.rejected[0]
+	if rj.Raw != nil || rj.Pos.Offset != 17 || !strings.Contains(rj.Reason, "invalid input syntax") ||
+		!strings.Contains(rj.Reason, "raw value not stored: the record is no longer in Kafka") || !strings.Contains(rj.Reason, "has not known the topic for 2s") {
+		t.Errorf("rejected %+v: want offset 17, no raw value, the sink's error and why the raw value is missing", rj)
 	}
 }
 

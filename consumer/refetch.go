@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/segwarehouse/segwarehouse/schema"
@@ -23,27 +24,36 @@ var errRecordGone = errors.New("the record is no longer in Kafka (retention or a
 // after decoding: they would hold every fetched batch in memory until its
 // flush commits, for a need that only poison records have.
 //
-// A client of its own reads the one partition from pos, read-committed as
-// the group's client does. Fetch errors are retried (kgo backs off) until
-// ctx ends; errRecordGone when the first record Kafka returns is past pos.
+// One client, made on the first refetch and kept until Run returns (a
+// flush with many poison records would otherwise pay a connection, TLS
+// and SASL included, per record), reads the one partition from pos,
+// read-committed as the group's client does, and drops it again. Fetch
+// errors are retried (kgo backs off) until ctx ends; errRecordGone when
+// the first record Kafka returns is past pos.
 func (c *Consumer) refetch(ctx context.Context, pos schema.Pos) ([]byte, error) {
-	opts := slices.Concat(c.clientOpts, c.extra, []kgo.Opt{
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
-			pos.Topic: {pos.Partition: kgo.NewOffset().At(pos.Offset)},
-		}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Out of range means the record was deleted: restart at the log
-		// start, whose first record is then past pos.
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.WithLogger(kgoLogger{c.log}),
-	})
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("creating a Kafka client to read %s/%d offset %d again: %w", pos.Topic, pos.Partition, pos.Offset, err)
+	c.refetchMu.Lock()
+	defer c.refetchMu.Unlock()
+	if c.refetchCl == nil {
+		cl, err := kgo.NewClient(slices.Concat(c.clientOpts, c.extra, []kgo.Opt{
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			// Out of range means the record was deleted: restart at the log
+			// start, whose first record is then past pos.
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+			kgo.WithLogger(kgoLogger{c.log}),
+		})...)
+		if err != nil {
+			return nil, fmt.Errorf("creating a Kafka client to read %s/%d offset %d again: %w", pos.Topic, pos.Partition, pos.Offset, err)
+		}
+		c.refetchCl = cl
+		c.refetchClients.Add(1)
 	}
-	defer cl.Close()
+	cl := c.refetchCl
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{pos.Topic: {pos.Partition: kgo.NewOffset().At(pos.Offset)}})
+	// Removing the partition also drops whatever was fetched for it.
+	defer cl.RemoveConsumePartitions(map[string][]int32{pos.Topic: {pos.Partition}})
 	adm := kadm.NewClient(cl)
 	var lastErr error
+	var unknownSince time.Time // since when Kafka has not known pos.Topic
 	for {
 		pctx, cancel := context.WithTimeout(ctx, refetchCheck)
 		fs := cl.PollRecords(pctx, 1)
@@ -68,12 +78,22 @@ func (c *Consumer) refetch(ctx context.Context, pos schema.Pos) ([]byte, error) 
 			lastErr = err
 		})
 		// Nothing came: when the record and all after it were deleted,
-		// nothing ever will.
+		// or the topic was, nothing ever will. A topic Kafka does not know
+		// may also be a moment's metadata lag, so only one it has not
+		// known for c.topicGone counts as deleted.
 		starts, err := adm.ListStartOffsets(ctx, pos.Topic)
-		if err == nil {
-			if o, ok := starts.Lookup(pos.Topic, pos.Partition); ok && o.Err == nil && o.Offset > pos.Offset {
-				return nil, errRecordGone
-			}
+		if err != nil {
+			continue
+		}
+		if o, ok := starts.Lookup(pos.Topic, pos.Partition); ok && o.Err == nil && o.Offset > pos.Offset {
+			return nil, errRecordGone
+		}
+		if o, ok := starts.Lookup(pos.Topic, -1); !ok || !errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
+			unknownSince = time.Time{}
+		} else if unknownSince.IsZero() {
+			unknownSince = time.Now()
+		} else if time.Since(unknownSince) >= c.topicGone {
+			return nil, fmt.Errorf("%w: Kafka has not known the topic for %s", errRecordGone, c.topicGone)
 		}
 	}
 }
@@ -81,3 +101,17 @@ func (c *Consumer) refetch(ctx context.Context, pos schema.Pos) ([]byte, error) 
 // refetchCheck is how long refetch waits for the record before it asks
 // Kafka whether the record was deleted.
 const refetchCheck = time.Second
+
+// refetchTopicGone is how long Kafka must not know a topic before refetch
+// takes it for deleted.
+const refetchTopicGone = 30 * time.Second
+
+// closeRefetch closes refetch's client, if one was made.
+func (c *Consumer) closeRefetch() {
+	c.refetchMu.Lock()
+	defer c.refetchMu.Unlock()
+	if c.refetchCl != nil {
+		c.refetchCl.Close()
+		c.refetchCl = nil
+	}
+}
