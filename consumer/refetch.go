@@ -61,12 +61,17 @@ func (c *Consumer) refetch(ctx context.Context, pos schema.Pos) ([]byte, error) 
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("reading %s/%d offset %d again from Kafka: %w", pos.Topic, pos.Partition, pos.Offset, errors.Join(err, lastErr))
 		}
-		// The client reads only pos's partition, from pos.
-		if r := fs.Records(); len(r) > 0 {
-			if r[0].Offset != pos.Offset {
+		// The client reads only pos's partition, from pos (removing an
+		// earlier refetch's partition dropped what was fetched for it; the
+		// filter is a guard), so the first record is pos's or past it.
+		for _, r := range fs.Records() {
+			if r.Topic != pos.Topic || r.Partition != pos.Partition {
+				continue
+			}
+			if r.Offset != pos.Offset {
 				return nil, errRecordGone
 			}
-			return r[0].Value, nil
+			return r.Value, nil
 		}
 		fs.EachError(func(_ string, _ int32, err error) {
 			if errors.Is(err, context.DeadlineExceeded) {
