@@ -540,29 +540,12 @@ func TestPoisonTopicDeleted(t *testing.T) {
 		}
 	})
 	adm := kadm.NewClient(kafkatest.Client(t, w.addrs))
-	var deleted atomic.Bool
-	var hookErr atomic.Value
-	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
-		if deleted.Load() {
-			return nil
+	seen := w.onceSinkSees("poison-deleted", func(ctx context.Context, _ schema.Row) error {
+		resp, err := adm.DeleteTopics(ctx, w.topic)
+		if err == nil {
+			err = resp.Error()
 		}
-		for _, tr := range b.Tables {
-			for _, r := range tr.Rows {
-				if r.ID != "poison-deleted" {
-					continue
-				}
-				resp, err := adm.DeleteTopics(ctx, w.topic)
-				if err == nil {
-					err = resp.Error()
-				}
-				if err != nil {
-					hookErr.Store(err.Error())
-				}
-				deleted.Store(true)
-				return nil
-			}
-		}
-		return nil
+		return err
 	})
 	r := w.start("a", w.config(), consumer.WithTopicGone(2*time.Second))
 	kafkatest.Eventually(t, 60*time.Second, "the poison record rejected", func() (bool, string) {
@@ -571,8 +554,8 @@ func TestPoisonTopicDeleted(t *testing.T) {
 		return len(w.sink.rejected) > 0, fmt.Sprintf("%d rejected", len(w.sink.rejected))
 	})
 	r.stop(t)
-	if e := hookErr.Load(); e != nil {
-		t.Fatalf("DeleteTopics: %v", e)
+	if err := seen(); err != nil {
+		t.Fatalf("DeleteTopics: %v", err)
 	}
 	w.sink.mu.Lock()
 	defer w.sink.mu.Unlock()
@@ -595,43 +578,22 @@ func testPoisonGone(t *testing.T, poisonAt int) {
 		}
 	})
 	adm := kadm.NewClient(kafkatest.Client(t, w.addrs))
-	var deleted atomic.Bool
-	var hookErr atomic.Value
-	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
-		if deleted.Load() {
-			return nil
+	seen := w.onceSinkSees("poison-gone", func(ctx context.Context, r schema.Row) error {
+		// Records up to the poison were polled already (the batch holds
+		// them), so the group's fetch position is past the new log start.
+		var o kadm.Offsets
+		o.AddOffset(w.topic, 0, r.Pos.Offset+1, -1)
+		resp, err := adm.DeleteRecords(ctx, o)
+		if err == nil {
+			err = resp.Error()
 		}
-		for _, tr := range b.Tables {
-			for _, r := range tr.Rows {
-				if r.ID != "poison-gone" {
-					continue
-				}
-				// Records up to the poison were polled already (the batch
-				// holds them), so the group's fetch position is past the
-				// new log start.
-				var o kadm.Offsets
-				o.AddOffset(w.topic, 0, r.Pos.Offset+1, -1)
-				resp, err := adm.DeleteRecords(ctx, o)
-				if err == nil {
-					err = resp.Error()
-				}
-				if err != nil {
-					hookErr.Store(err.Error())
-				}
-				deleted.Store(true)
-				return nil
-			}
-		}
-		return nil
+		return err
 	})
 	r := w.start("a", w.config())
 	w.waitCaughtUp()
 	r.stop(t)
-	if e := hookErr.Load(); e != nil {
-		t.Fatalf("DeleteRecords: %v", e)
-	}
-	if !deleted.Load() {
-		t.Fatal("the sink never saw the poison record")
+	if err := seen(); err != nil {
+		t.Fatalf("DeleteRecords: %v", err)
 	}
 	w.check(w.allProduced())
 	w.sink.mu.Lock()

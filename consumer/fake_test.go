@@ -465,6 +465,40 @@ func (r *runner) stop(t *testing.T) {
 	})
 }
 
+// onceSinkSees runs act, from the sink's hook, on the first batch that
+// holds a row with id, before the sink loads it. The returned func gives
+// act's error, or an error when no batch held the row.
+func (w *world) onceSinkSees(id string, act func(context.Context, schema.Row) error) func() error {
+	var done atomic.Bool
+	var actErr atomic.Pointer[error]
+	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
+		if done.Load() {
+			return nil
+		}
+		for _, tr := range b.Tables {
+			for _, r := range tr.Rows {
+				if r.ID == id {
+					if err := act(ctx, r); err != nil {
+						actErr.Store(&err)
+					}
+					done.Store(true)
+					return nil
+				}
+			}
+		}
+		return nil
+	})
+	return func() error {
+		if !done.Load() {
+			return fmt.Errorf("the sink never saw a row with id %q", id)
+		}
+		if err := actErr.Load(); err != nil {
+			return *err
+		}
+		return nil
+	}
+}
+
 // waitLoaded waits until the sink holds n records.
 func (w *world) waitLoaded(n int) {
 	w.t.Helper()
