@@ -562,6 +562,20 @@ func TestPoisonTopicDeleted(t *testing.T) {
 	if len(w.sink.rejected) != 1 {
 		t.Fatalf("rejected %d records, want 1: %+v", len(w.sink.rejected), w.sink.rejected)
 	}
+	// The flush was not held: every offset through the poison (and those
+	// after it that the flush held) loaded once, in order.
+	if len(w.sink.seq) != 1 {
+		t.Errorf("offsets loaded for %d partitions, want 1", len(w.sink.seq))
+	}
+	for k, offs := range w.sink.seq {
+		contiguous := len(offs) >= 18
+		for i, o := range offs {
+			contiguous = contiguous && o == int64(i)
+		}
+		if !contiguous {
+			t.Errorf("partition %d loaded offsets %v, want 0, 1, … through at least 17", k.partition, offs)
+		}
+	}
 	rj := w.sink.rejected[0]
 	if rj.Raw != nil || rj.Pos.Offset != 17 || !strings.Contains(rj.Reason, "invalid input syntax") ||
 		!strings.Contains(rj.Reason, "raw value not stored: the record is no longer in Kafka") || !strings.Contains(rj.Reason, "has not known the topic for 2s") {

@@ -29,7 +29,8 @@ var errRecordGone = errors.New("the record is no longer in Kafka (retention or a
 // and SASL included, per record), reads the one partition from pos,
 // read-committed as the group's client does, and drops it again. Fetch
 // errors are retried (kgo backs off) until ctx ends; errRecordGone when
-// the first record Kafka returns is past pos.
+// the first record Kafka returns is past pos, when the log start is past
+// it, or when Kafka has not known the topic for c.topicGone.
 func (c *Consumer) refetch(ctx context.Context, pos schema.Pos) ([]byte, error) {
 	c.refetchMu.Lock()
 	defer c.refetchMu.Unlock()
