@@ -2,6 +2,7 @@ package schema
 
 import (
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -55,7 +56,7 @@ func (bb *BatchBuilder) Expect(sz Sizes) { bb.expect = sz }
 // builderTable is one table of the batch being built.
 type builderTable struct {
 	rows *TableRows
-	seen map[string]int // event tables: id → present; merge tables: id → row index
+	seen map[string]struct{} // event tables: the ids in the batch
 }
 
 // NewBatchBuilder starts an empty batch fenced by group and owner.
@@ -91,8 +92,9 @@ func (bb *BatchBuilder) Start(topic string, partition int32, from int64) {
 }
 
 // Add appends one decoded record. Records of one partition must be added in
-// offset order. Event rows whose id is already in the batch are dropped
-// (the first by offset wins); merge rows are merged per column by key.
+// offset order. A message whose id is already in the batch is ignored, its
+// rows and discards with it (SPEC §11: the first by offset wins); merge
+// rows are appended one per call, for the sink to merge.
 func (bb *BatchBuilder) Add(d *Decoded) {
 	b := bb.b
 	k := Pos{Topic: d.Pos.Topic, Partition: d.Pos.Partition}
@@ -106,87 +108,89 @@ func (bb *BatchBuilder) Add(d *Decoded) {
 	b.Messages += d.Messages
 	b.Bytes += d.Bytes
 	b.Rejected = append(b.Rejected, d.Rejected...)
-	// Discards of a row dropped as a duplicate are dropped with it.
-	dropped := map[string]bool(nil)
-	for ri := range d.Rows {
-		tr := &d.Rows[ri]
-		bt := bb.tables[tr.Table]
-		if bt == nil {
-			n := bb.expect[tr.Table]
-			bt = &builderTable{rows: &TableRows{Table: tr.Table, Merge: tr.Merge, Rows: make([]Row, 0, n)}, seen: make(map[string]int, n)}
-			bb.tables[tr.Table] = bt
-			b.Tables = append(b.Tables, bt.rows)
-		}
-		t, seen := bt.rows, bt.seen
-		if !tr.Merge {
-			if _, dup := seen[tr.Row.ID]; dup {
-				if dropped == nil {
-					dropped = make(map[string]bool)
-				}
-				dropped[tr.Table.Table+"\x00"+tr.Row.ID] = true
-				continue
-			}
-			seen[tr.Row.ID] = len(t.Rows)
-			t.Rows = append(t.Rows, tr.Row)
-			continue
-		}
-		if j, ok := seen[tr.Row.ID]; ok {
-			mergeInto(&t.Rows[j], t.MergeKeys[j], &tr.Row)
-			continue
-		}
-		seen[tr.Row.ID] = len(t.Rows)
-		keys := make(map[string]string, len(tr.Row.Cols))
-		row := tr.Row
-		row.Cols = make([]Col, 0, len(tr.Row.Cols))
-		for _, c := range tr.Row.Cols {
-			if c.Val.IsNull() {
-				continue // a NULL never wins a column (SPEC §11)
-			}
-			keys[c.Name] = tr.Row.Key
-			row.Cols = append(row.Cols, c)
-		}
-		t.Rows = append(t.Rows, row)
-		t.MergeKeys = append(t.MergeKeys, keys)
+	if d.ends == nil {
+		bb.addMessage(d.Rows, d.Discards)
+		return
 	}
-	for _, dc := range d.Discards {
-		if dropped != nil && dropped[dc.Table+"\x00"+dc.RowID] {
-			continue
-		}
-		b.Discards = append(b.Discards, dc)
+	var rows, discards int
+	for _, e := range d.ends {
+		bb.addMessage(d.Rows[rows:e.rows], d.Discards[discards:e.discards])
+		rows, discards = e.rows, e.discards
 	}
 }
 
-// mergeInto merges src into dst column by column: a column takes src's
-// value when src's key is greater than the key dst holds for it. keys is
-// dst's per-column key map and is updated.
-func mergeInto(dst *Row, keys map[string]string, src *Row) {
-	for _, c := range src.Cols {
-		if c.Val.IsNull() {
-			continue
-		}
-		old, have := keys[c.Name]
-		if have && old >= src.Key {
-			continue
-		}
-		keys[c.Name] = src.Key
-		replaced := false
-		for i := range dst.Cols {
-			if dst.Cols[i].Name == c.Name {
-				dst.Cols[i].Val = c.Val
-				replaced = true
-				break
+// addMessage appends one message's rows and discards, unless the message
+// is a duplicate: its first event row's id is already in its table.
+func (bb *BatchBuilder) addMessage(rows []TableRow, discards []Discard) {
+	for ri := range rows {
+		if tr := &rows[ri]; !tr.Merge {
+			if bt := bb.tables[tr.Table]; bt != nil {
+				if _, dup := bt.seen[tr.Row.ID]; dup {
+					return
+				}
 			}
-		}
-		if !replaced {
-			dst.Cols = append(dst.Cols, c)
+			break
 		}
 	}
-	if src.Key > dst.Key {
-		dst.Key = src.Key
+	for ri := range rows {
+		tr := &rows[ri]
+		bt := bb.tables[tr.Table]
+		if bt == nil {
+			n := bb.expect[tr.Table]
+			bt = &builderTable{rows: &TableRows{Table: tr.Table, Merge: tr.Merge, Rows: make([]Row, 0, n)}}
+			if !tr.Merge {
+				bt.seen = make(map[string]struct{}, n)
+			}
+			bb.tables[tr.Table] = bt
+			bb.b.Tables = append(bb.b.Tables, bt.rows)
+		}
+		if !tr.Merge {
+			if _, dup := bt.seen[tr.Row.ID]; dup {
+				continue
+			}
+			bt.seen[tr.Row.ID] = struct{}{}
+		}
+		bt.rows.Rows = append(bt.rows.Rows, tr.Row)
 	}
-	if src.ReceivedAt.After(dst.ReceivedAt) {
-		dst.ReceivedAt = src.ReceivedAt
+	bb.b.Discards = append(bb.b.Discards, discards...)
+}
+
+// MergeSource is the event table whose calls make the rows of the merge
+// table t: identifies for users, groups for accounts.
+func MergeSource(t TableRef) TableRef {
+	switch t.Table {
+	case "users":
+		t.Table = "identifies"
+	case "accounts":
+		t.Table = "groups"
 	}
+	return t
+}
+
+// MergeMessage is the id of the message a merge row came from, read from
+// its key (see MergeKey).
+func MergeMessage(key string) string {
+	if i := strings.IndexByte(key, '|'); i >= 0 {
+		return key[i+1:]
+	}
+	return ""
+}
+
+// MergeCalls folds the calls of one users/accounts id (rows with the same
+// ID, their values cast) into the columns they win over the stored keys
+// (nil when the row is new), and returns those columns with the keys
+// after them. The order of calls does not matter: a column goes to the
+// greatest key, and a NULL never wins one (SPEC §11).
+func MergeCalls(storedKeys map[string]string, calls ...Row) ([]Col, map[string]string) {
+	var won []Col
+	keys := storedKeys
+	for _, c := range calls {
+		won, keys = MergeRow(won, keys, c, nil)
+	}
+	if keys == nil {
+		keys = map[string]string{}
+	}
+	return won, keys
 }
 
 // MergeRow merges an incoming row into a stored row: the pure form of the

@@ -43,7 +43,7 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 	out := &da.d
 	out.Pos, out.Bytes = rec.Pos(), len(rec.Value)
 	reject := func(code, format string, args ...any) *Decoded {
-		out.Rows, out.Discards = nil, nil
+		out.Rows, out.Discards, out.ends = nil, nil, nil
 		out.Rejected = append(out.Rejected[:0], Rejected{
 			Pos: out.Pos, Timestamp: rec.Timestamp, Raw: bytes.Clone(rec.Value), Reason: fmt.Sprintf(format, args...), Code: code,
 		})
@@ -85,7 +85,9 @@ func (d *Decoder) Decode(rec *Record) *Decoded {
 			if m.k == jObject {
 				bf.read(st, m)
 			}
-			if err := d.message(st, rec, da, m, &bf, &env, i); err != nil {
+			err := d.message(st, rec, da, m, &bf, &env, i)
+			out.ends = append(out.ends, msgEnd{rows: len(out.Rows), discards: len(out.Discards)})
+			if err != nil {
 				raw := m.s
 				if m.k == jString {
 					raw = `"` + raw + `"`

@@ -184,6 +184,10 @@ type Discard struct {
 	// column_limit, bad_timestamp, not_object.
 	Code       string
 	ReceivedAt time.Time
+	// Message, for a users/accounts row's discard, is the id of the call's
+	// message (see MergeMessage); RowID is then the user's or group's id.
+	// Not stored: a loader drops the discards of a call it ignores.
+	Message string
 }
 
 // Rejected is a Kafka record that could not become a message (SPEC §9).
@@ -228,7 +232,14 @@ type Decoded struct {
 	Skipped  int
 	Messages int // messages that produced rows
 	Bytes    int // size of the record value
+	// ends marks, for a batch envelope, where each message's rows and
+	// discards end; nil when all of them are one message's.
+	ends []msgEnd
 }
+
+// msgEnd is the end (exclusive) of one message's rows and discards in a
+// Decoded.
+type msgEnd struct{ rows, discards int }
 
 // OffsetAdvance moves one partition's stored offset in the loader's offsets
 // table. From is the next offset the table is expected to hold (-1: no
@@ -249,10 +260,12 @@ type Batch struct {
 	Group string
 	Owner string
 
-	// Tables holds the rows per table in first-seen order. Event tables are
-	// already deduplicated by id inside the batch (the first by offset
-	// wins); merge tables (users/accounts) hold one row per id, merged in
-	// memory per SPEC §11 (MergeKeys carries the per-column ordering keys).
+	// Tables holds the rows per table in first-seen order. A message whose
+	// id is already in the batch is left out whole, rows and discards (the
+	// first by offset wins). Merge tables (users/accounts) hold one row per
+	// call, several per id when several calls name it: the sink merges
+	// them per SPEC §11 once their values are cast, so that a value that
+	// fails its cast never hides an older one (Row.Key orders them).
 	Tables   []*TableRows
 	Discards []Discard
 	Rejected []Rejected
@@ -272,10 +285,6 @@ type TableRows struct {
 	Table TableRef
 	Merge bool
 	Rows  []Row
-	// MergeKeys, for merge tables, holds for each row (same index) the
-	// per-column ordering key: column name → key. A key orders values from
-	// different calls: the greater key wins (see MergeKey).
-	MergeKeys []map[string]string
 	// Present, set by Conform, tells for each column of the table's
 	// definition (same index) whether some row holds a non-NULL value for
 	// it.

@@ -237,6 +237,10 @@ func conform(w *Warehouse, b *Batch, known bool) (int, bool) {
 			}
 			var kept []Col
 			changed := false
+			msg := ""
+			if tr.Merge {
+				msg = MergeMessage(row.Key)
+			}
 			change := func(i int) {
 				if !changed {
 					changed = true
@@ -270,7 +274,7 @@ func conform(w *Warehouse, b *Batch, known bool) (int, bool) {
 					}
 					b.Discards = append(b.Discards, Discard{
 						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
-						Value: c.Val.Text(), Reason: reason, Code: code, ReceivedAt: row.ReceivedAt,
+						Value: c.Val.Text(), Reason: reason, Code: code, ReceivedAt: row.ReceivedAt, Message: msg,
 					})
 					continue
 				}
@@ -280,7 +284,7 @@ func conform(w *Warehouse, b *Batch, known bool) (int, bool) {
 					n++
 					b.Discards = append(b.Discards, Discard{
 						Schema: tr.Table.Schema, Table: tr.Table.Table, RowID: row.ID, Column: c.Name,
-						Value: c.Val.Text(), Reason: err.Error(), Code: "cast", ReceivedAt: row.ReceivedAt,
+						Value: c.Val.Text(), Reason: err.Error(), Code: "cast", ReceivedAt: row.ReceivedAt, Message: msg,
 					})
 					continue
 				}

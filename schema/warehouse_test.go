@@ -169,6 +169,45 @@ func TestBatchBuilderDedupAndOffsets(t *testing.T) {
 	}
 }
 
+// A message whose id is already in the batch is ignored whole (SPEC §11):
+// its event rows, its users call and its discards, while the first copy
+// keeps its own discards, also when both copies are in one batch envelope.
+func TestBatchBuilderDuplicateMessage(t *testing.T) {
+	t.Parallel()
+	dec, _ := NewDecoder(Config{})
+	bb := NewBatchBuilder("g", "owner")
+	bb.Add(dec.Decode(&Record{Topic: "web", Offset: 0, Timestamp: kafkaTS, Value: []byte(`{"batch":[
+		{"type":"track","messageId":"dup","userId":"u","event":"A","properties":{"v":1,"名":"x"}},
+		{"type":"track","messageId":"dup","userId":"u","event":"B","properties":{"v":2,"名":"y"}},
+		{"type":"identify","messageId":"i1","userId":"u1","traits":{"plan":"free","名":"z"}}]}`)}))
+	bb.Add(dec.Decode(&Record{Topic: "web", Offset: 1, Timestamp: kafkaTS.Add(time.Minute),
+		Value: []byte(`{"type":"identify","messageId":"i1","userId":"u1","traits":{"plan":"pro","email":"x@y","名":"w"}}`)}))
+	b := bb.Batch()
+	got := map[string]int{}
+	for _, tr := range b.Tables {
+		got[tr.Table.Table] = len(tr.Rows)
+		if tr.Table.Table == "users" {
+			for _, c := range tr.Rows[0].Cols {
+				if c.Name == "plan" && c.Val.Str != "free" {
+					t.Errorf("users call of the duplicate kept: plan %q", c.Val.Str)
+				}
+			}
+		}
+	}
+	// No table b: the duplicate's track event names another table, and
+	// it is ignored all the same.
+	if want := map[string]int{"tracks": 1, "a": 1, "identifies": 1, "users": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rows per table %v, want %v", got, want)
+	}
+	var vals []string
+	for _, d := range b.Discards {
+		vals = append(vals, d.Value)
+	}
+	if fmt.Sprint(vals) != "[x z]" {
+		t.Errorf("discards %v, want the first copies' [x z]", vals)
+	}
+}
+
 // A builder that expects the previous batch's sizes builds the same batch,
 // with each expected table's rows allocated at its size.
 func TestBatchBuilderExpect(t *testing.T) {
@@ -188,7 +227,9 @@ func TestBatchBuilderExpect(t *testing.T) {
 	}
 	first := build(nil, 0, 40)
 	sz := first.Sizes()
-	if sz[TableRef{"web", "tracks"}] != 7 || sz[TableRef{"web", "users"}] != 3 || len(sz) != len(first.Tables) {
+	// users holds a row per identify call (eight, for three users): the
+	// sink merges them.
+	if sz[TableRef{"web", "tracks"}] != 7 || sz[TableRef{"web", "users"}] != 8 || len(sz) != len(first.Tables) {
 		t.Fatalf("sizes %v", sz)
 	}
 	grown, expected := build(nil, 3, 30), build(sz, 3, 30)
@@ -250,10 +291,11 @@ func TestUsersMergeOrderIndependent(t *testing.T) {
 				users = tr
 			}
 		}
-		if len(users.Rows) != 1 {
-			t.Fatalf("users rows %d", len(users.Rows))
+		if len(users.Rows) != len(msgs) {
+			t.Fatalf("users rows %d, want one per call", len(users.Rows))
 		}
-		inBatch := render(users.Rows[0].Cols)
+		won, _ := MergeCalls(nil, users.Rows...)
+		inBatch := render(won)
 		across := render(stored)
 		if want == "" {
 			want = inBatch
@@ -290,8 +332,9 @@ func TestMergeNullDoesNotWin(t *testing.T) {
 	bb := NewBatchBuilder("g", "o")
 	bb.Add(row(t0.Add(2*time.Minute), "late", Col{"name", Value{}}))
 	bb.Add(row(t0, "early", Col{"name", strVal("Ann")}))
+	won, _ := MergeCalls(nil, bb.Batch().Tables[0].Rows...)
 	got := ""
-	for _, c := range bb.Batch().Tables[0].Rows[0].Cols {
+	for _, c := range won {
 		if c.Name == "name" {
 			got = c.Val.Text()
 		}

@@ -93,7 +93,7 @@ func BenchmarkMergeUsers(b *testing.B) {
 	ref := schema.TableRef{Schema: "bench", Table: "users"}
 	next := int64(-1)
 	mk := func(op int) *schema.Batch {
-		tr := &schema.TableRows{Table: ref, Merge: true, Rows: make([]schema.Row, rows), MergeKeys: make([]map[string]string, rows)}
+		tr := &schema.TableRows{Table: ref, Merge: true, Rows: make([]schema.Row, rows)}
 		recv := t0.Add(time.Duration(op) * time.Second)
 		for i := range tr.Rows {
 			id := fmt.Sprintf("user_%07d", (op*rows/2+i)%1000000)
@@ -103,10 +103,6 @@ func BenchmarkMergeUsers(b *testing.B) {
 			}
 			key := schema.MergeKey(recv, fmt.Sprintf("m-%d-%d", op, i))
 			tr.Rows[i] = schema.Row{ID: id, ReceivedAt: recv, Cols: cols, Key: key}
-			tr.MergeKeys[i] = make(map[string]string, len(cols))
-			for _, c := range cols {
-				tr.MergeKeys[i][c.Name] = key
-			}
 		}
 		from := next
 		next = max(next, 0) + rows

@@ -237,7 +237,7 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		st.perTable[tr.Table.String()] += n
 	}
 	mctx, span := l.tracer.Start(ctx, "segwarehouse.merge")
-	err = l.merge(mctx, tx, p, b, uuidTS, &st)
+	err = l.merge(mctx, tx, p, b, dropped, uuidTS, &st)
 	l.endSpan(span, err)
 	if err != nil {
 		return st, err

@@ -19,9 +19,12 @@ import (
 // merge writes the users/accounts rows of the batch (SPEC §11). Per table:
 // an advisory lock (two loaders' merges of one table serialise; locks are
 // taken in key order so they cannot deadlock), the stored per-column keys
-// from merge_state, the final values per row with schema.MergeRow (the
-// greater key wins a column; a missing or NULL value never erases one),
-// then one upsert through a temporary table and one merge_state upsert.
+// from merge_state, the final values per id, folding its calls (one row
+// each, their values already cast) with schema.MergeRow (the greater key
+// wins a column; a missing or NULL value never erases one), then one
+// upsert through a temporary table and one merge_state upsert. A call
+// whose message was dropped as a duplicate of one already loaded
+// (dropped, per event table) is ignored with it.
 //
 // Only the columns an incoming row wins are written; the upsert keeps the
 // stored value of every other column (COALESCE), so the stored rows need
@@ -36,15 +39,16 @@ import (
 // The temporary tables stay with the connection (see mergeTemp); the
 // names used are recorded in st.temps, for write to remember once the
 // transaction commits.
-func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Batch, uuidTS time.Time, st *loadStats) error {
+func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Batch, dropped map[schema.TableRef]map[string]bool, uuidTS time.Time, st *loadStats) error {
 	type mergeTable struct {
-		tr   *schema.TableRows
-		def  *schema.TableDef
-		key  int64
-		tmp  string // this flush's temporary table
-		drop string // the connection's older one for this table, or ""
-		ids  []string
-		keys map[string]map[string]string // merge_state of rows that exist
+		tr    *schema.TableRows
+		def   *schema.TableDef
+		key   int64
+		tmp   string // this flush's temporary table
+		drop  string // the connection's older one for this table, or ""
+		ids   []string
+		calls [][]schema.Row               // per id (same index), its calls
+		keys  map[string]map[string]string // merge_state of rows that exist
 	}
 	var mts []*mergeTable
 	temps := connTemps(tx.Conn())
@@ -52,12 +56,18 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		if !tr.Merge || len(tr.Rows) == 0 {
 			continue
 		}
+		ids, calls := mergeCalls(tr, dropped[schema.MergeSource(tr.Table)])
+		if len(ids) == 0 {
+			continue
+		}
 		def := p.w.Table(tr.Table)
 		m := &mergeTable{
-			tr:  tr,
-			def: def,
-			key: lockKey("segwarehouse", "merge", tr.Table.Schema, tr.Table.Table),
-			tmp: mergeTemp(def),
+			tr:    tr,
+			def:   def,
+			key:   lockKey("segwarehouse", "merge", tr.Table.Schema, tr.Table.Table),
+			tmp:   mergeTemp(def),
+			ids:   ids,
+			calls: calls,
 		}
 		if old := temps[tr.Table]; old != "" && old != m.tmp {
 			m.drop = old
@@ -74,10 +84,6 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 		batch.Queue("SELECT pg_advisory_xact_lock($1)", m.key)
 	}
 	for _, m := range mts {
-		m.ids = make([]string, len(m.tr.Rows))
-		for i := range m.tr.Rows {
-			m.ids[i] = m.tr.Rows[i].ID
-		}
 		target := pgx.Identifier{m.tr.Table.Schema, m.tr.Table.Table}.Sanitize()
 		// merge_state of the ids whose row exists: keys of a row someone
 		// deleted must not hold back the incoming values. Driven by unnest,
@@ -161,20 +167,15 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 	var piped []pipedCopy
 	var pipedOf []int // index in copies of each piped item
 	for _, m := range mts {
-		final := make([][]schema.Col, 0, len(m.tr.Rows))
-		ids := make([]string, 0, len(m.tr.Rows))
-		keys := make([]string, 0, len(m.tr.Rows))
+		final := make([][]schema.Col, 0, len(m.ids))
+		ids := make([]string, 0, len(m.ids))
+		keys := make([]string, 0, len(m.ids))
 		var js []byte
-		for i := range m.tr.Rows {
-			row := m.tr.Rows[i]
-			var inKeys map[string]string
-			if i < len(m.tr.MergeKeys) {
-				inKeys = m.tr.MergeKeys[i]
-			}
-			stored, exists := m.keys[row.ID]
-			won, k := schema.MergeRow(nil, stored, row, inKeys)
+		for i, id := range m.ids {
+			stored, exists := m.keys[id]
+			won, k := schema.MergeCalls(stored, m.calls[i]...)
 			cols := make([]schema.Col, 0, len(won)+1)
-			cols = append(cols, schema.Col{Name: "id", Val: schema.Value{Kind: schema.KindString, Str: row.ID}})
+			cols = append(cols, schema.Col{Name: "id", Val: schema.Value{Kind: schema.KindString, Str: id}})
 			for _, c := range won {
 				if c.Name != "id" {
 					cols = append(cols, c)
@@ -184,7 +185,7 @@ func (l *Loader) merge(ctx context.Context, tx pgx.Tx, p *picture, b *schema.Bat
 				continue // every stored value is newer
 			}
 			final = append(final, cols)
-			ids = append(ids, row.ID)
+			ids = append(ids, id)
 			js = appendKeysJSON(js[:0], k)
 			keys = append(keys, string(js))
 		}
@@ -312,6 +313,30 @@ func rememberTemps(c *pgx.Conn, used map[schema.TableRef]string) {
 	for ref, name := range used {
 		m[ref] = name
 	}
+}
+
+// mergeCalls groups a merge table's rows by id, in first-seen order,
+// leaving out the calls whose message was dropped as a producer duplicate
+// of one already loaded (dropped: the ids dropped from the table of the
+// calls, see schema.MergeSource); such a call is ignored like its message
+// (SPEC §11).
+func mergeCalls(tr *schema.TableRows, dropped map[string]bool) (ids []string, calls [][]schema.Row) {
+	at := make(map[string]int, len(tr.Rows))
+	for i := range tr.Rows {
+		row := &tr.Rows[i]
+		if dropped[schema.MergeMessage(row.Key)] {
+			continue
+		}
+		j, ok := at[row.ID]
+		if !ok {
+			at[row.ID] = len(ids)
+			ids = append(ids, row.ID)
+			calls = append(calls, tr.Rows[i:i+1:i+1]) // an id's second call copies
+			continue
+		}
+		calls[j] = append(calls[j], *row)
+	}
+	return ids, calls
 }
 
 // rowsOf wraps column lists as rows, for copyColumns.

@@ -149,3 +149,64 @@ func TestMergeIntoForeignTypes(t *testing.T) {
 	wantRows(t, dsn, [][]any{{"u1", "max", int32(3)}, {"u2", "free", int32(1)}}, `SELECT id, plan, logins FROM m.users ORDER BY id`)
 	wantRows(t, dsn, [][]any{{"g1", "Initech", int64(330)}}, `SELECT id, name, employees FROM m.accounts`)
 }
+
+// decodeBatch decodes recs (topic testTopic, partition 0) with the real
+// decoder into one batch whose partition's stored offset is from.
+func decodeBatch(t *testing.T, from int64, recs ...schema.Record) *schema.Batch {
+	t.Helper()
+	d, err := schema.NewDecoder(schema.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb := schema.NewBatchBuilder(testGroup, testOwner)
+	bb.Start(testTopic, 0, from)
+	for i := range recs {
+		recs[i].Topic = testTopic
+		bb.Add(d.Decode(&recs[i]))
+	}
+	return bb.Batch()
+}
+
+// A producer's duplicate identify (same messageId, later Kafka time, other
+// traits) is ignored whole (SPEC §11), in users and in the discards too,
+// whether it lands in a later flush or in the same one as the first copy.
+func TestMergeIgnoresDuplicateCalls(t *testing.T) {
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	first := func(off int64, user string) schema.Record {
+		return schema.Record{Offset: off, Timestamp: t0, Value: []byte(
+			`{"type":"identify","messageId":"m-` + user + `","userId":"` + user + `","traits":{"plan":"free","age":1}}`)}
+	}
+	dup := func(off int64, user string) schema.Record {
+		return schema.Record{Offset: off, Timestamp: t0.Add(time.Minute), Value: []byte(
+			`{"type":"identify","messageId":"m-` + user + `","userId":"` + user + `","traits":{"plan":"pro","email":"x@y","age":"abc"}}`)}
+	}
+	load(t, l, decodeBatch(t, -1, first(0, "a"))) // users.age becomes bigint
+	load(t, l, decodeBatch(t, 1, dup(1, "a")))    // the copy in a later flush
+	load(t, l, decodeBatch(t, 2, first(2, "b"), dup(3, "b")))
+	wantRows(t, dsn, [][]any{{"m-a", "free", t0}, {"m-b", "free", t0}}, `SELECT id, plan, received_at FROM events.identifies ORDER BY id`)
+	wantRows(t, dsn, [][]any{{"a", "free", nil, int64(1), t0}, {"b", "free", nil, int64(1), t0}},
+		`SELECT id, plan, email, age, received_at FROM events.users ORDER BY id`)
+	wantRows(t, dsn, nil, `SELECT table_name, row_id, value FROM _segwarehouse.discards`)
+}
+
+// A users value that fails its cast is a discard and keeps the older
+// call's value, whether the two calls land in one flush or in two (SPEC
+// §7, §11): the calls of one flush are merged after their values are cast.
+func TestMergeFailedCastKeepsOlderValue(t *testing.T) {
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	r := func(off int64, msg, user, age string) schema.Record {
+		return schema.Record{Offset: off, Timestamp: t0.Add(time.Duration(off) * time.Minute), Value: []byte(
+			`{"type":"identify","messageId":"` + msg + `","userId":"` + user + `","traits":{"age":` + age + `}}`)}
+	}
+	load(t, l, decodeBatch(t, -1, r(0, "m0", "u0", "1"))) // users.age becomes bigint
+	load(t, l, decodeBatch(t, 1, r(1, "i1a", "a", "5")))
+	load(t, l, decodeBatch(t, 2, r(2, "i2a", "a", `"abc"`)))
+	load(t, l, decodeBatch(t, 3, r(3, "i1b", "b", "5"), r(4, "i2b", "b", `"abc"`)))
+	wantRows(t, dsn, [][]any{{"a", int64(5)}, {"b", int64(5)}}, `SELECT id, age FROM events.users WHERE id IN ('a', 'b') ORDER BY id`)
+	// Each "abc" is kept as a discard of its users row and of identifies
+	// (whose age column is bigint too).
+	wantRows(t, dsn, [][]any{{"identifies", "i2a", "abc"}, {"identifies", "i2b", "abc"}, {"users", "a", "abc"}, {"users", "b", "abc"}},
+		`SELECT table_name, row_id, value FROM _segwarehouse.discards ORDER BY 1, 2`)
+}

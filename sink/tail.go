@@ -15,7 +15,7 @@ import (
 )
 
 // writeTail writes, in one round trip, the batch's discards (except those
-// of rows dropped as producer duplicates), its rejected records and the
+// of rows and calls dropped as producer duplicates), its rejected records and the
 // loads history row. It returns the discards written.
 func (l *Loader) writeTail(ctx context.Context, tx pgx.Tx, b *schema.Batch, dropped map[schema.TableRef]map[string]bool,
 	uuidTS, start time.Time, perTable map[string]int) (int, error) {
@@ -27,7 +27,13 @@ func (l *Loader) writeTail(ctx context.Context, tx pgx.Tx, b *schema.Batch, drop
 			make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 		recv := make([]pgtype.Timestamptz, 0, n)
 		for _, d := range b.Discards {
-			if dropped[schema.TableRef{Schema: d.Schema, Table: d.Table}][d.RowID] {
+			ref := schema.TableRef{Schema: d.Schema, Table: d.Table}
+			if d.Message != "" {
+				// A users/accounts call's: dropped with its message.
+				if dropped[schema.MergeSource(ref)][d.Message] {
+					continue
+				}
+			} else if dropped[ref][d.RowID] {
 				continue
 			}
 			sch = append(sch, clean(d.Schema))
