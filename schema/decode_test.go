@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +141,37 @@ func TestSpecExample5Arrays(t *testing.T) {
 	wantCol(t, ev, "tags", Text, `["x","y"]`)
 	wantCol(t, ev, "empty", Text, `[]`)
 	noCol(t, ev, "obj")
+}
+
+// An array's text is JSON whatever its strings hold (SPEC §5, §7): control
+// characters as JSON escapes, not Go's; NUL dropped as from any text (so
+// that Postgres's jsonb takes it); other characters as they are. The
+// strings read back as sent, less the NUL.
+func TestArrayTextIsJSON(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{`["a\u0001b"]`, `["a\u0001b"]`},
+		{`["tab\there \u0007 \u000b \u001f"]`, `["tab\there \u0007 \u000b \u001f"]`},
+		{`["\u007f\"x", "\\"]`, "[\"\u007f\\\"x\",\"\\\\\"]"},
+		{`["nul\u0000here", "\n\r\b\f"]`, `["nulhere","\n\r\u0008\u000c"]`},
+		{`["\udbff\udfff \u00ad é"]`, "[\"\U0010ffff \u00ad é\"]"},
+		{`[{"k\u0002": ["\u0003"]}]`, `[{"k\u0002":["\u0003"]}]`},
+	} {
+		d := decodeJSON(t, Config{}, "web", `{"type":"track","userId":"u","event":"E","properties":{"tags":`+tc.in+`}}`)
+		got := oneRow(t, d, "e")["tags"].Str
+		if got != tc.want {
+			t.Errorf("%s: stored %q, want %q", tc.in, got, tc.want)
+		}
+		var back, sent any
+		if err := json.Unmarshal([]byte(got), &back); err != nil {
+			t.Errorf("%s: stored %q is not JSON: %v", tc.in, got, err)
+			continue
+		}
+		_ = json.Unmarshal([]byte(strings.ReplaceAll(tc.in, `\u0000`, ``)), &sent)
+		if !reflect.DeepEqual(back, sent) {
+			t.Errorf("%s: stored %q reads back as %#v, want %#v", tc.in, got, back, sent)
+		}
+	}
 }
 
 func TestSpecExample6Context(t *testing.T) {

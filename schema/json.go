@@ -548,7 +548,8 @@ func unescape(dst []byte, s string) []byte {
 }
 
 // quoteText appends text as a JSON string: as it is between quotes when
-// nothing in it needs escaping, else escaped by strconv.Quote.
+// nothing in it needs escaping, else with JSON's escapes. Bytes from 0x80
+// are copied as they are; the caller sanitizes the result's UTF-8.
 func quoteText(dst, text []byte) []byte {
 	special := false
 	for _, c := range text {
@@ -557,12 +558,34 @@ func quoteText(dst, text []byte) []byte {
 			break
 		}
 	}
+	dst = append(dst, '"')
 	if !special {
-		dst = append(dst, '"')
 		dst = append(dst, text...)
 		return append(dst, '"')
 	}
-	return strconv.AppendQuote(dst, string(text))
+	// JSON's escapes, not Go's (strconv.Quote writes \x01, \a, \v and
+	// escapes non-printable runes as \U0010ffff, none of which is JSON). A
+	// NUL is dropped, as from every text value (SPEC §7): Postgres's jsonb
+	// refuses \u0000, so the text stays castable.
+	const hex = "0123456789abcdef"
+	for _, c := range text {
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '\r':
+			dst = append(dst, '\\', 'r')
+		case c == '\t':
+			dst = append(dst, '\\', 't')
+		case c == 0:
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
 }
 
 // compact appends the JSON text s (valid) to dst without the space
