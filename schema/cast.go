@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -72,6 +73,11 @@ func Cast(v Value, t Type) (Value, error) {
 	case Text:
 		switch v.Kind {
 		case KindNumber:
+			if isIntegerLiteral(v.Str) {
+				// An integer beyond int64 keeps its digits (integer →
+				// decimal text); through float64 it would lose them.
+				return Value{Kind: KindString, Str: v.Str}, nil
+			}
 			return Value{Kind: KindString, Str: shortestNumber(v.Str)}, nil
 		case KindString, KindArray:
 			// An array is already its JSON text; keeping the value as it
@@ -227,21 +233,72 @@ func validNumeric(s string) bool {
 	return true
 }
 
-// truncateNumber truncates a JSON number literal toward zero into an int64.
+// truncateNumber truncates a JSON number literal toward zero into an int64,
+// exactly: the integer part is read from the literal's digits, not through
+// float64, whose 53 bits would round 12345678901234567.9 to ...568. ok is
+// false when the integer part is outside int64.
 func truncateNumber(s string) (int64, bool) {
 	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return i, true
 	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+	if !IsNumberLiteral(s) {
 		return 0, false
 	}
-	f = math.Trunc(f)
-	if f < -9.223372036854775808e18 || f >= 9.223372036854775808e18 {
+	neg := s[0] == '-'
+	if neg {
+		s = s[1:]
+	}
+	mant, exp := s, 0
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		mant = s[:i]
+		e, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
+		if err != nil || e > 1<<40 || e < -1<<40 {
+			// An exponent beyond any literal's length, which its digits
+			// cannot make up for: the value is 0 (negative exponent)
+			// or, unless all its digits are 0, beyond any int64.
+			if s[i+1] == '-' || strings.Trim(mant, "0.") == "" {
+				return 0, true
+			}
+			return 0, false
+		}
+		exp = e
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimLeft(intPart+frac, "0")
+	// The value is 0.digits × 10^point.
+	point := len(intPart) - (len(intPart+frac) - len(digits)) + exp
+	if digits == "" || point <= 0 {
+		return 0, true
+	}
+	if point > 19 {
 		return 0, false
 	}
-	return int64(f), true
+	var u uint64
+	for i := 0; i < point; i++ {
+		d := uint64(0)
+		if i < len(digits) {
+			d = uint64(digits[i] - '0')
+		}
+		if u > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		u = u*10 + d
+	}
+	if neg {
+		if u > 1<<63 {
+			return 0, false
+		}
+		return -int64(u), true
+	}
+	if u > math.MaxInt64 {
+		return 0, false
+	}
+	return int64(u), true
 }
+
+// isIntegerLiteral reports whether s, a JSON number literal, has neither a
+// fraction nor an exponent.
+func isIntegerLiteral(s string) bool { return !strings.ContainsAny(s, ".eE") }
 
 // shortestNumber renders a JSON number literal as the shortest text that
 // reads back as the same float64, as JavaScript and encoding/json do. A

@@ -1,7 +1,11 @@
 package schema
 
 import (
+	"fmt"
+	"math"
+	"math/big"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,6 +35,8 @@ func TestCastTable(t *testing.T) {
 		{"float→text exponent", Value{Kind: KindNumber, Str: "1E21"}, Text, "1e+21"},
 		{"float→text small", Value{Kind: KindNumber, Str: "0.0000001"}, Text, "1e-7"},
 		{"huge→text kept", Value{Kind: KindNumber, Str: "1e400"}, Text, "1e400"},
+		{"integer beyond int64→text keeps its digits", Value{Kind: KindNumber, Str: "12345678901234567891"}, Text, "12345678901234567891"},
+		{"negative integer beyond int64→text", Value{Kind: KindNumber, Str: "-98765432109876543210"}, Text, "-98765432109876543210"},
 		{"boolean→text", boolean, Text, "true"},
 		{"array→text", array, Text, `["a",1]`},
 		{"time string→text", timeStr, Text, "2024-05-06T07:08:09Z"},
@@ -42,6 +48,18 @@ func TestCastTable(t *testing.T) {
 		{"float→bigint truncates", float, BigInt, "10"},
 		{"negative float→bigint toward zero", negFloat, BigInt, "-10"},
 		{"huge float→bigint", Value{Kind: KindNumber, Str: "1e30"}, BigInt, fail},
+		{"float past 2^53→bigint exactly", Value{Kind: KindNumber, Str: "12345678901234567.9"}, BigInt, "12345678901234567"},
+		{"float→bigint at the top", Value{Kind: KindNumber, Str: "9223372036854775807.5"}, BigInt, "9223372036854775807"},
+		{"float→bigint at the bottom", Value{Kind: KindNumber, Str: "-9223372036854775808.9"}, BigInt, "-9223372036854775808"},
+		{"float just past int64→bigint", Value{Kind: KindNumber, Str: "9223372036854775808.1"}, BigInt, fail},
+		{"integer past int64→bigint", Value{Kind: KindNumber, Str: "9223372036854775808"}, BigInt, fail},
+		{"exponent→bigint", Value{Kind: KindNumber, Str: "1.2345678901234567891e18"}, BigInt, "1234567890123456789"},
+		{"small exponent→bigint", Value{Kind: KindNumber, Str: "0.000000000000000000012345e21"}, BigInt, "12"},
+		{"fraction→bigint", Value{Kind: KindNumber, Str: "-0.5"}, BigInt, "0"},
+		{"tiny→bigint", Value{Kind: KindNumber, Str: "1e-400"}, BigInt, "0"},
+		{"vast exponent→bigint", Value{Kind: KindNumber, Str: "1e99999999999999999999"}, BigInt, fail},
+		{"vast exponent of 0→bigint", Value{Kind: KindNumber, Str: "0.0e99999999999999999999"}, BigInt, "0"},
+		{"vast negative exponent→bigint", Value{Kind: KindNumber, Str: "7e-99999999999999999999"}, BigInt, "0"},
 		{"boolean→bigint", boolean, BigInt, fail},
 		{"array→bigint", array, BigInt, fail},
 		{"time→bigint", timeStr, BigInt, fail},
@@ -163,5 +181,44 @@ func TestParseUTCMatchesTimeParse(t *testing.T) {
 	}
 	if fast < 1000 {
 		t.Fatalf("only %d of the generated strings took the fast path", fast)
+	}
+}
+
+// truncateNumber agrees with exact rational arithmetic on random literals
+// around int64's limits and float64's 53 bits.
+func TestTruncateNumberExact(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(5, 6))
+	lo, hi := big.NewInt(math.MinInt64), big.NewInt(math.MaxInt64)
+	for range 20000 {
+		var b strings.Builder
+		if rng.IntN(2) == 0 {
+			b.WriteByte('-')
+		}
+		n := 1 + rng.IntN(22)
+		b.WriteByte(byte('1' + rng.IntN(9)))
+		for range n - 1 {
+			b.WriteByte(byte('0' + rng.IntN(10)))
+		}
+		if rng.IntN(2) == 0 {
+			b.WriteByte('.')
+			for range 1 + rng.IntN(6) {
+				b.WriteByte(byte('0' + rng.IntN(10)))
+			}
+		}
+		if rng.IntN(3) == 0 {
+			fmt.Fprintf(&b, "e%d", rng.IntN(41)-20)
+		}
+		lit := b.String()
+		r, ok := new(big.Rat).SetString(lit)
+		if !ok {
+			t.Fatalf("big.Rat refuses %s", lit)
+		}
+		want := new(big.Int).Quo(r.Num(), r.Denom()) // truncates toward zero
+		inRange := want.Cmp(lo) >= 0 && want.Cmp(hi) <= 0
+		got, ok := truncateNumber(lit)
+		if ok != inRange || (ok && got != want.Int64()) {
+			t.Fatalf("truncateNumber(%s) = %d, %v; want %s, in range %v", lit, got, ok, want, inRange)
+		}
 	}
 }

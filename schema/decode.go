@@ -706,8 +706,8 @@ func parseInt(b string) (int64, bool) {
 	if len(b) > 0 && b[0] == '-' {
 		neg, b = true, b[1:]
 	}
-	if len(b) == 0 || len(b) > 19 {
-		return 0, false
+	if len(b) == 0 || len(b) > 19 || (b[0] == '0' && len(b) > 1) {
+		return 0, false // "01" is not JSON: IsNumberLiteral then says so
 	}
 	var u uint64
 	for i := 0; i < len(b); i++ {

@@ -334,13 +334,16 @@ func TestUnnamedKeyIsDiscarded(t *testing.T) {
 
 func TestFlattenNested(t *testing.T) {
 	t.Parallel()
-	d := decodeJSON(t, Config{}, "web", `{"type":"identify","userId":"u","traits":{"address":{"postalCode":"123","geo":{"lat":1.5}},"createdAt":"2024-01-02T03:04:05.123+02:00","big":12345678901234567890,"neg":-3}}`)
+	d := decodeJSON(t, Config{}, "web", `{"type":"identify","userId":"u","traits":{"address":{"postalCode":"123","geo":{"lat":1.5}},"createdAt":"2024-01-02T03:04:05.123+02:00","big":12345678901234567890,"neg":-3,"zero":0,"negzero":-0,"zerofrac":0.5}}`)
 	r := oneRow(t, d, "identifies")
 	wantCol(t, r, "address_postal_code", Text, "123")
 	wantCol(t, r, "address_geo_lat", Numeric, "1.5")
 	wantCol(t, r, "created_at", Timestamptz, "2024-01-02T03:04:05.123+02:00")
 	wantCol(t, r, "big", Numeric, "12345678901234567890")
 	wantCol(t, r, "neg", BigInt, "-3")
+	wantCol(t, r, "zero", BigInt, "0")
+	wantCol(t, r, "negzero", BigInt, "0")
+	wantCol(t, r, "zerofrac", Numeric, "0.5")
 }
 
 func TestTimestamps(t *testing.T) {
@@ -431,6 +434,8 @@ func TestRejections(t *testing.T) {
 		{"alias without previousId", `{"type":"alias","userId":"u"}`, `needs both`},
 		{"event without letters", `{"type":"track","userId":"u","event":"!!!"}`, "cannot name a table"},
 		{"NaN", `{"type":"track","userId":"u","event":"E","properties":{"x":NaN}}`, "invalid JSON"},
+		{"leading zero", `{"type":"track","userId":"u","event":"E","properties":{"n":01}}`, `invalid JSON: "01" is not a number`},
+		{"leading zero, negative", `{"type":"track","userId":"u","event":"E","properties":{"n":-007}}`, `invalid JSON: "-007" is not a number`},
 		{"object userId", `{"type":"track","userId":{"a":1},"event":"E"}`, `"userId" is an object`},
 		{"too deep", `{"type":"track","userId":"u","event":"E","properties":` + strings.Repeat(`{"a":`, 400) + `1` + strings.Repeat(`}`, 400) + `}`, "invalid JSON"},
 		{"too large", `{"type":"track","userId":"u","event":"E","properties":{"x":"` + strings.Repeat("a", 600<<10) + `"}}`, "over the limit"},
