@@ -251,11 +251,7 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v jv, mf *ms
 		return rejectf("not_object", "not a JSON object: the value is %s", typeName(v))
 	}
 	out := &da.d
-	// Number tokens the scanner lets through but JSON forbids (NaN,
-	// 1.2.3) reject the message where values are converted (jsonValue,
-	// scalarText).
-	st.badNumber = ""
-	rowsBefore, discardsBefore := len(out.Rows), len(out.Discards)
+	rowsBefore := len(out.Rows)
 	tv := mf.get(fType)
 	if tv.k == jAbsent {
 		return rejectf("missing_field", `missing "type"`)
@@ -464,10 +460,6 @@ func (d *Decoder) message(st *state, rec *Record, da *decodedAlloc, v jv, mf *ms
 		emit("aliases", false, "", cols)
 	}
 	st.claim(cols)
-	if st.badNumber != "" {
-		out.Rows, out.Discards = out.Rows[:rowsBefore], out.Discards[:discardsBefore]
-		return rejectf("invalid_json", "invalid JSON: %q is not a number", st.badNumber)
-	}
 	for i := rowsBefore; i < len(out.Rows); i++ {
 		// No append to a row may write into the slab past it.
 		rc := &out.Rows[i].Row.Cols
@@ -592,9 +584,6 @@ func (st *state) scalarText(v jv) (string, error) {
 	case jString:
 		return st.arena.str(st.text(v)), nil
 	case jNumber:
-		if !IsNumberLiteral(v.s) {
-			return "", rejectf("invalid_json", "invalid JSON: %q is not a number", clip(v.s, 32))
-		}
 		return st.arena.copy(bytesOf(v.s)), nil // a number literal is ASCII
 	case jTrue:
 		return "true", nil
@@ -664,10 +653,6 @@ func (st *state) jsonValue(v jv) (Value, bool) {
 		if i, ok := parseInt(v.s); ok {
 			return Value{Kind: KindInt, Int: i}, true
 		}
-		if !IsNumberLiteral(v.s) {
-			st.badNumber = clip(v.s, 32)
-			return Value{}, false
-		}
 		return Value{Kind: KindNumber, Str: st.arena.copy(bytesOf(v.s))}, true
 	case jTrue:
 		return BoolValue(true), true
@@ -676,14 +661,10 @@ func (st *state) jsonValue(v jv) (Value, bool) {
 	case jArray:
 		// The array's text with every string quoted the one way, so equal
 		// arrays store equal text.
-		var bad string
-		if st.num, bad = st.compact(st.num[:0], v.s, true); bad != "" {
-			st.badNumber = bad
-			return Value{}, false
-		}
+		st.num = st.compact(st.num[:0], v.s, true)
 		return Value{Kind: KindArray, Str: st.arena.str(st.num)}, true
 	case jObject:
-		st.num, _ = st.compact(st.num[:0], v.s, false)
+		st.num = st.compact(st.num[:0], v.s, false)
 		return Value{Kind: KindString, Str: st.arena.str(st.num)}, true
 	}
 	return Value{}, false
@@ -695,7 +676,7 @@ func (st *state) marshalText(v jv) string {
 	if v.k == jString {
 		return sanitize(quoteText(nil, st.text(v)))
 	}
-	b, _ := st.compact(nil, v.s, false)
+	b := st.compact(nil, v.s, false)
 	return sanitize(b)
 }
 
@@ -707,7 +688,7 @@ func parseInt(b string) (int64, bool) {
 		neg, b = true, b[1:]
 	}
 	if len(b) == 0 || len(b) > 19 || (b[0] == '0' && len(b) > 1) {
-		return 0, false // "01" is not JSON: IsNumberLiteral then says so
+		return 0, false // "01" is not JSON, and the scan refused it
 	}
 	var u uint64
 	for i := 0; i < len(b); i++ {

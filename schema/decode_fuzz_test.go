@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"bytes"
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -53,6 +55,17 @@ func FuzzDecode(f *testing.F) {
 		if len(a.Rows) == 0 && len(a.Rejected) == 0 && a.Skipped == 0 {
 			t.Fatalf("input vanished: %+v", a)
 		}
+		// JSON's grammar, as encoding/json has it: a record that is not
+		// JSON is rejected whole, and one that is is never rejected as
+		// invalid JSON but for its depth.
+		if len(value) <= 64<<10 && len(bytes.TrimSpace(value)) > 0 {
+			whole := len(a.Rejected) == 1 && a.Rejected[0].Code == "invalid_json" && len(a.Rows) == 0 && bytes.Equal(a.Rejected[0].Raw, value)
+			if valid := json.Valid(value); !valid && !whole {
+				t.Fatalf("not JSON, not rejected whole: %+v", a)
+			} else if valid && whole && !strings.Contains(a.Rejected[0].Reason, "nested deeper") {
+				t.Fatalf("JSON rejected as invalid: %s", a.Rejected[0].Reason)
+			}
+		}
 		for _, r := range a.Rows {
 			if !validIdent(r.Table.Schema) || !validIdent(r.Table.Table) {
 				t.Fatalf("bad table name %q.%q", r.Table.Schema, r.Table.Table)
@@ -71,6 +84,9 @@ func FuzzDecode(f *testing.F) {
 				seen[c.Name] = true
 				if (c.Val.Kind == KindString || c.Val.Kind == KindArray || c.Val.Kind == KindNumber) && !storableText(c.Val.Str) {
 					t.Fatalf("column %s holds unstorable text %q", c.Name, c.Val.Str)
+				}
+				if c.Val.Kind == KindArray && !json.Valid([]byte(c.Val.Str)) {
+					t.Fatalf("column %s holds an array that is not JSON: %q", c.Name, c.Val.Str)
 				}
 			}
 		}

@@ -23,9 +23,6 @@ type state struct {
 	tape    []uint32   // the record's string lengths (json.go)
 	kbuf    []byte     // scratch for an unescaped key
 	ubuf    []byte     // scratch for an unescaped string
-	// badNumber is set when a number token of the message is not valid
-	// JSON; the message is then rejected.
-	badNumber string
 	arena     arena  // text of the values, in chunks shared by records
 	mc        msgCtx // the current message's context
 	// slab holds the columns of the messages decoded so far (up to its

@@ -13,12 +13,12 @@ import (
 // The decoder reads JSON straight from the record's bytes, with no tree of
 // values: one validating pass over the record (scanRecord) that also picks
 // out a message's top-level fields, then the flattener walks context,
-// properties and traits in the text itself. The grammar is valyala/fastjson's,
-// which the decoder used before, so a record is accepted or rejected exactly
-// as it was: number tokens are any run of digits, signs, dots and exponents
-// (or NaN and Inf; a bad one rejects the message only when its value is
-// read), escapes are undone on a best-effort basis (an unknown escape is
-// kept as it is), nesting stops at maxJSONDepth.
+// properties and traits in the text itself. The grammar is JSON's (RFC
+// 8259): a record with a number that is not JSON (01, 1.2.3, NaN), a
+// string with an escape JSON does not have (\q) or a raw control
+// character is rejected whole, wherever it is, read or not (SPEC §9; the
+// decoder used to take valyala/fastjson's looser grammar). Nesting stops
+// at maxJSONDepth.
 
 // jkind is the kind of a JSON value.
 type jkind uint8
@@ -88,6 +88,7 @@ const (
 	swarHi    = 0x8080808080808080
 	swarQuote = '"' * swarLo
 	swarBack  = '\\' * swarLo
+	swarCtl   = 0x20 * swarLo
 )
 
 // load64 reads s[i:i+8] as a little-endian word; the caller checks that
@@ -101,43 +102,68 @@ func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)
 
 // stringEnd finds the end of the string whose text starts at s[i] (just
 // past its opening quote): the index just past its closing quote, and
-// whether its text holds a backslash. ok is false when it is not closed.
-// It looks at eight bytes at a time.
+// whether its text holds a backslash. ok is false when the string is not
+// JSON: then end is the index of a control character (JSON wants it
+// escaped) or of a backslash that starts no JSON escape, or len(s) when
+// the string is not closed (see stringError). It looks at eight bytes at
+// a time.
 func stringEnd(s string, i int) (end int, esc, ok bool) {
 	for ; i+8 <= len(s); i += 8 {
 		x := load64(s, i)
 		q, b := x^swarQuote, x^swarBack
-		// The lowest flagged byte is the first '"' or '\\'.
-		if m := ((q-swarLo)&^q | (b-swarLo)&^b) & swarHi; m != 0 {
+		// The lowest flagged byte is the first '"', '\\' or control
+		// character (a byte under 0x20).
+		if m := ((q-swarLo)&^q | (b-swarLo)&^b | (x-swarCtl)&^x) & swarHi; m != 0 {
 			i += bits.TrailingZeros64(m) >> 3
-			if s[i] == '"' {
+			switch s[i] {
+			case '"':
 				return i + 1, false, true
+			case '\\':
+				end, ok := escapedStringEnd(s, i)
+				return end, true, ok
 			}
-			end, ok := escapedStringEnd(s, i)
-			return end, true, ok
+			return i, false, false
 		}
 	}
 	for ; i < len(s); i++ {
-		switch s[i] {
-		case '"':
+		switch c := s[i]; {
+		case c == '"':
 			return i + 1, false, true
-		case '\\':
+		case c == '\\':
 			end, ok := escapedStringEnd(s, i)
 			return end, true, ok
+		case c < 0x20:
+			return i, false, false
 		}
 	}
 	return len(s), false, false
 }
 
 // escapedStringEnd finishes stringEnd from the backslash at s[i]: the
-// closing quote is the first one after an even run of backslashes.
+// closing quote is the first one not escaped. Every escape must be one of
+// JSON's (\\" \\\\ \\/ \\b \\f \\n \\r \\t, \\u and four hex digits).
 func escapedStringEnd(s string, i int) (int, bool) {
 	for i < len(s) {
-		switch s[i] {
-		case '\\':
-			i += 2
-		case '"':
+		switch c := s[i]; {
+		case c == '\\':
+			if i+1 >= len(s) {
+				return len(s), false
+			}
+			switch s[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(s) || !isHex(s[i+2]) || !isHex(s[i+3]) || !isHex(s[i+4]) || !isHex(s[i+5]) {
+					return i, false
+				}
+				i += 6
+			default:
+				return i, false
+			}
+		case c == '"':
 			return i + 1, true
+		case c < 0x20:
+			return i, false
 		default:
 			i++
 		}
@@ -145,9 +171,23 @@ func escapedStringEnd(s string, i int) (int, bool) {
 	return len(s), false
 }
 
-// numberEnd finds the end of the number token at s[i] the way fastjson
-// does: a run of digits, '.', '-', '+', 'e' and 'E', or an optionally
-// signed "inf" or "nan" in any case. ok is false when there is none.
+func isHex(c byte) bool { return c-'0' <= 9 || (c|0x20)-'a' <= 5 }
+
+// stringError is the syntax error of a string that starts with the quote
+// at s[start] and that stringEnd refused at end.
+func stringError(s string, start, end int) error {
+	switch {
+	case end >= len(s):
+		return &jsonError{"string not closed", start, s}
+	case s[end] == '\\':
+		return &jsonError{"invalid escape in a string", end, s}
+	}
+	return &jsonError{"control character in a string (JSON wants it escaped)", end, s}
+}
+
+// numberEnd finds the end of the number token at s[i]: a run of digits,
+// '.', '-', '+', 'e' and 'E' (the caller checks that it is a JSON number).
+// ok is false when there is none.
 func numberEnd(s string, i int) (int, bool) {
 	start := i
 	for ; i < len(s); i++ {
@@ -155,15 +195,9 @@ func numberEnd(s string, i int) (int, bool) {
 		if c >= '0' && c <= '9' || c == '.' || c == '-' || c == 'e' || c == 'E' || c == '+' {
 			continue
 		}
-		if i == start || i == start+1 && (s[start] == '-' || s[start] == '+') {
-			if len(s)-i >= 3 && (strings.EqualFold(s[i:i+3], "inf") || strings.EqualFold(s[i:i+3], "nan")) {
-				return i + 3, true
-			}
-			return i, false
-		}
-		return i, true
+		break
 	}
-	return i, true
+	return i, i > start
 }
 
 // scanValue validates the value at s[i] (no leading space) and returns its
@@ -188,7 +222,7 @@ func (st *state) scanValue(s string, i, depth int) (jv, int, error) {
 	case '"':
 		end, esc, ok := stringEnd(s, i+1)
 		if !ok {
-			return jv{}, end, &jsonError{"string not closed", i, s}
+			return jv{}, end, stringError(s, i, end)
 		}
 		st.tape = append(st.tape, tapeEntry(end-i-2, esc))
 		return jv{s: s[i+1 : end-1], k: jString, esc: esc}, end, nil
@@ -204,11 +238,11 @@ func (st *state) scanValue(s string, i, depth int) (jv, int, error) {
 		if strings.HasPrefix(s[i:], "null") {
 			return jv{s: "null", k: jNull}, i + 4, nil
 		}
-		if len(s)-i >= 3 && strings.EqualFold(s[i:i+3], "nan") {
-			return jv{s: s[i : i+3], k: jNumber}, i + 3, nil
-		}
 	default:
 		if end, ok := numberEnd(s, i); ok {
+			if !IsNumberLiteral(s[i:end]) {
+				return jv{}, i, &jsonError{fmt.Sprintf("%q is not a number", clip(s[i:end], 32)), i, s}
+			}
 			return jv{s: s[i:end], k: jNumber}, end, nil
 		}
 	}
@@ -229,7 +263,7 @@ func (st *state) scanObject(s string, i, depth int, fields *msgFields) (int, err
 		}
 		kend, kesc, ok := stringEnd(s, i+1)
 		if !ok {
-			return kend, &jsonError{"object key not closed", i, s}
+			return kend, stringError(s, i, kend)
 		}
 		key := s[i+1 : kend-1]
 		st.tape = append(st.tape, tapeEntry(len(key), kesc))
@@ -243,7 +277,7 @@ func (st *state) scanObject(s string, i, depth int, fields *msgFields) (int, err
 			// Most values are strings: scanValue's work, inline.
 			var esc, ok bool
 			if end, esc, ok = stringEnd(s, i+1); !ok {
-				return end, &jsonError{"string not closed", i, s}
+				return end, stringError(s, i, end)
 			}
 			st.tape = append(st.tape, tapeEntry(end-i-2, esc))
 			v = jv{s: s[i+1 : end-1], k: jString, esc: esc}
@@ -590,9 +624,8 @@ func quoteText(dst, text []byte) []byte {
 
 // compact appends the JSON text s (valid) to dst without the space
 // between tokens. With canon, every string and key is unescaped and
-// quoted again by quoteText, and a number token that is not JSON is
-// returned as bad. dst must not be st's string scratch.
-func (st *state) compact(dst []byte, s string, canon bool) (out []byte, bad string) {
+// quoted again by quoteText. dst must not be st's string scratch.
+func (st *state) compact(dst []byte, s string, canon bool) []byte {
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
@@ -612,12 +645,9 @@ func (st *state) compact(dst []byte, s string, canon bool) (out []byte, bad stri
 		default:
 			c := cursor{s: s, i: i}
 			v := c.value() // a number, true, false or null
-			if canon && v.k == jNumber && bad == "" && !IsNumberLiteral(v.s) {
-				bad = clip(v.s, 32)
-			}
 			dst = append(dst, v.s...)
 			i = c.i
 		}
 	}
-	return dst, bad
+	return dst
 }

@@ -40,9 +40,45 @@ func TestJSONStringsAcrossWordBoundaries(t *testing.T) {
 
 func TestJSONEscapes(t *testing.T) {
 	d := decodeJSON(t, Config{}, "web", `{"type":"track","userId":"u","event":"E","properties":`+
-		`{"s":"a\ud83d\ude00b\ud83dx\uzzzz\q\/\n\u00e9"}}`)
-	// Unknown escapes, bad \u digits and a lone surrogate stay as sent.
-	wantCol(t, oneRow(t, d, "e"), "s", Text, "a😀b\\ud83dx\\uzzzz\\q/\né")
+		`{"s":"a\ud83d\ude00b\ud83dx\/\n\u00e9\u00E9"}}`)
+	// A lone surrogate (JSON's grammar allows it) stays as sent.
+	wantCol(t, oneRow(t, d, "e"), "s", Text, "a😀b\\ud83dx/\néé")
+}
+
+// A string that is not JSON rejects its record, wherever it is (SPEC §9):
+// an escape JSON does not have, \u without four hex digits, a raw control
+// character (a tab, a newline: JSON wants them escaped), in a value or a
+// key, read by the loader or not, at every offset of the eight-byte scan.
+func TestJSONBadStringsReject(t *testing.T) {
+	for pad := 0; pad < 17; pad++ {
+		p := strings.Repeat("x", pad)
+		for _, c := range []struct{ bad, want string }{
+			{`\q`, "invalid escape"},
+			{`\uzzzz`, "invalid escape"},
+			{`\u12`, "invalid escape"},
+			{`\'`, "invalid escape"},
+			{"\t", "control character"},
+			{"\n", "control character"},
+			{"\x00", "control character"},
+			{"\x1f", "control character"},
+			{`a\"` + "\x01", "control character"},
+		} {
+			for _, js := range []string{
+				`{"type":"track","userId":"u","event":"E","properties":{"s":"` + p + c.bad + `"}}`,
+				`{"type":"track","userId":"u","event":"E","properties":{"` + p + c.bad + `":1}}`,
+				`{"type":"track","userId":"u","event":"E","options":{"s":"` + p + c.bad + `"}}`,
+			} {
+				d := decodeJSON(t, Config{}, "web", js)
+				if len(d.Rows) != 0 || len(d.Rejected) != 1 || d.Rejected[0].Code != "invalid_json" ||
+					!strings.Contains(d.Rejected[0].Reason, c.want) {
+					t.Fatalf("%q: want rejected for %s, got rows %d rejected %+v", js, c.want, len(d.Rows), d.Rejected)
+				}
+			}
+		}
+	}
+	// DEL and bytes past ASCII are not control characters to JSON.
+	d := decodeJSON(t, Config{}, "web", `{"type":"track","userId":"u","event":"E","properties":{"s":"a`+"\x7f"+`é"}}`)
+	wantCol(t, oneRow(t, d, "e"), "s", Text, "a\x7fé")
 }
 
 func TestJSONArraysAndObjectValuesAsText(t *testing.T) {
@@ -61,8 +97,12 @@ func TestJSONNumberTokens(t *testing.T) {
 	for _, c := range []struct{ props, want string }{
 		{`{"x":1.2.3}`, `"1.2.3" is not a number`},
 		{`{"x":[1,e]}`, `"e" is not a number`},
-		{`{"x":-Inf}`, `"-Inf" is not a number`},
-		{`{"x":nan}`, `"nan" is not a number`},
+		{`{"x":[1,1e]}`, `"1e" is not a number`},
+		{`{"x":-Inf}`, `"-" is not a number`},
+		{`{"x":nan}`, `unexpected value`},
+		{`{"x":01}`, `"01" is not a number`},
+		{`{"x":+1}`, `"+1" is not a number`},
+		{`{"x":.5}`, `".5" is not a number`},
 	} {
 		d := decodeJSON(t, Config{}, "web", `{"type":"track","userId":"u","event":"E","properties":`+c.props+`}`)
 		if len(d.Rows) != 0 || len(d.Rejected) != 1 || d.Rejected[0].Code != "invalid_json" ||
@@ -70,10 +110,11 @@ func TestJSONNumberTokens(t *testing.T) {
 			t.Errorf("%s: want rejected with %s, got rows %d rejected %+v", c.props, c.want, len(d.Rows), d.Rejected)
 		}
 	}
-	// A bad token where nothing reads it does not stop the message.
-	d := decodeJSON(t, Config{}, "web", `{"type":"track","userId":"u","event":"E","extra":1.2.3}`)
-	if len(d.Rows) != 2 {
-		t.Errorf("want the message loaded, got %+v", d.Rejected)
+	// A bad token where nothing reads it rejects the record all the same:
+	// the record is not JSON.
+	d := decodeJSON(t, Config{}, "web", `{"type":"track","userId":"u","event":"E","options":{"n":1.2.3}}`)
+	if len(d.Rows) != 0 || len(d.Rejected) != 1 || !strings.Contains(d.Rejected[0].Reason, `"1.2.3" is not a number`) {
+		t.Errorf("want the record rejected, got rows %d rejected %+v", len(d.Rows), d.Rejected)
 	}
 }
 
