@@ -23,8 +23,8 @@ type state struct {
 	tape    []uint32   // the record's string lengths (json.go)
 	kbuf    []byte     // scratch for an unescaped key
 	ubuf    []byte     // scratch for an unescaped string
-	arena     arena  // text of the values, in chunks shared by records
-	mc        msgCtx // the current message's context
+	arena   arena      // text of the values, in chunks shared by records
+	mc      msgCtx     // the current message's context
 	// slab holds the columns of the messages decoded so far (up to its
 	// length); a message's columns are built in place after them (see
 	// slabTail and claim).
