@@ -281,6 +281,10 @@ func fnv32a(s string) uint32 {
 	return h
 }
 
+// IsEventTable reports whether n names a track event's own table: any
+// table but the eight of SPEC §3.
+func IsEventTable(n string) bool { return !isCallTable(n) }
+
 // isCallTable reports whether n is one of the eight tables of SPEC §3.
 func isCallTable(n string) bool {
 	switch n {

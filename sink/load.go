@@ -236,6 +236,16 @@ func (l *Loader) write(ctx context.Context, p *picture, b *schema.Batch, start t
 		st.rows += n
 		st.perTable[tr.Table.String()] += n
 	}
+	if dedup {
+		n, err := l.dropTrackCopies(ctx, tx, b, dropped)
+		if err != nil {
+			return st, err
+		}
+		for ref, k := range n {
+			st.rows -= k
+			st.perTable[ref.String()] -= k
+		}
+	}
 	mctx, span := l.tracer.Start(ctx, "segwarehouse.merge")
 	err = l.merge(mctx, tx, p, b, dropped, uuidTS, &st)
 	l.endSpan(span, err)
@@ -395,6 +405,62 @@ func (l *Loader) fence(ctx context.Context, tx pgx.Tx, b *schema.Batch) (time.Ti
 		return now, fmt.Errorf("%d partitions fenced: %w", len(fenced), fe)
 	}
 	return now, fe
+}
+
+// dropTrackCopies deletes, on the dedup path, the event-table rows that
+// this transaction wrote for tracks dropped as duplicates of ones already
+// loaded: a copy sent again under another event name found no row of its
+// id in its own event table, but the message is ignored whole (SPEC §11).
+// Those ids join dropped, so that their discards go too. It returns the
+// rows deleted per table.
+func (l *Loader) dropTrackCopies(ctx context.Context, tx pgx.Tx, b *schema.Batch, dropped map[schema.TableRef]map[string]bool) (map[schema.TableRef]int, error) {
+	type del struct {
+		ref schema.TableRef
+		ids []string
+	}
+	var dels []del
+	for _, tr := range b.Tables {
+		if tr.Merge || !schema.IsEventTable(tr.Table.Table) {
+			continue
+		}
+		copies := dropped[schema.TableRef{Schema: tr.Table.Schema, Table: "tracks"}]
+		if len(copies) == 0 {
+			continue
+		}
+		var ids []string
+		for i := range tr.Rows {
+			if id := tr.Rows[i].ID; copies[id] && !dropped[tr.Table][id] {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) > 0 {
+			dels = append(dels, del{tr.Table, ids})
+		}
+	}
+	if len(dels) == 0 {
+		return nil, nil
+	}
+	batch := &pgx.Batch{}
+	for _, d := range dels {
+		batch.Queue(`DELETE FROM `+pgx.Identifier{d.ref.Schema, d.ref.Table}.Sanitize()+` WHERE "id" = ANY($1::text[])`, d.ids)
+	}
+	br := tx.SendBatch(ctx, batch)
+	defer br.Close()
+	n := make(map[schema.TableRef]int, len(dels))
+	for _, d := range dels {
+		tag, err := br.Exec()
+		if err != nil {
+			return nil, fmt.Errorf("deleting from %s the rows of %d tracks sent again under another event name: %w", d.ref, len(d.ids), err)
+		}
+		n[d.ref] = int(tag.RowsAffected())
+		if dropped[d.ref] == nil {
+			dropped[d.ref] = make(map[string]bool, len(d.ids))
+		}
+		for _, id := range d.ids {
+			dropped[d.ref][id] = true
+		}
+	}
+	return n, br.Close()
 }
 
 // errDuplicateID aborts a fast-path flush that met an id already loaded.

@@ -210,3 +210,23 @@ func TestMergeFailedCastKeepsOlderValue(t *testing.T) {
 	wantRows(t, dsn, [][]any{{"identifies", "i2a", "abc"}, {"identifies", "i2b", "abc"}, {"users", "a", "abc"}, {"users", "b", "abc"}},
 		`SELECT table_name, row_id, value FROM _segwarehouse.discards ORDER BY 1, 2`)
 }
+
+// A track sent again in a later flush under another event name is
+// ignored whole (SPEC §11): no row in the other event's table, no
+// discard, and the flush's loads row does not count it; a new track in
+// the same flush loads.
+func TestDuplicateTrackUnderAnotherName(t *testing.T) {
+	l, dsn := newLoader(t)
+	claim(t, l, testOwner, 0)
+	track := func(off int64, id, event, props string) schema.Record {
+		return schema.Record{Offset: off, Timestamp: t0.Add(time.Duration(off) * time.Minute), Value: []byte(
+			`{"type":"track","messageId":"` + id + `","userId":"u","event":"` + event + `","properties":` + props + `}`)}
+	}
+	load(t, l, decodeBatch(t, -1, track(0, "m1", "A", `{"v":1}`)))
+	load(t, l, decodeBatch(t, 1, track(1, "m1", "B", `{"v":2,"!!":"x"}`), track(2, "m2", "B", `{"v":3}`)))
+	wantRows(t, dsn, [][]any{{"m1", "a"}, {"m2", "b"}}, `SELECT id, event FROM events.tracks ORDER BY id`)
+	wantRows(t, dsn, [][]any{{"m1", int64(1)}}, `SELECT id, v FROM events.a`)
+	wantRows(t, dsn, [][]any{{"m2", int64(3)}}, `SELECT id, v FROM events.b`)
+	wantRows(t, dsn, nil, `SELECT row_id, value FROM _segwarehouse.discards`)
+	wantRows(t, dsn, [][]any{{int64(2)}}, `SELECT (rows->>'events.b')::bigint + (rows->>'events.tracks')::bigint FROM _segwarehouse.loads ORDER BY id DESC LIMIT 1`)
+}
