@@ -384,6 +384,59 @@ func TestStagedFlush(t *testing.T) {
 	}
 }
 
+// TestStagedFlushWhileRevoking: a flight covering both partitions is held
+// in the sink while the next flush is staged; b joins, and a's revoke of a
+// partition waits for the held flight. When it lands, the staged flush
+// must take off without the partition being revoked: with it, it would be
+// fenced once b claims the partition, and a's whole session would restart.
+func TestStagedFlushWhileRevoking(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	cfg := w.config()
+	cfg.FlushRows = 400
+	cfg.PollRecords = 40
+	cfg.FlushInterval = 300 * time.Millisecond
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var bJoined atomic.Bool
+	w.sink.setHook(func(ctx context.Context, b *schema.Batch) error {
+		if b.Owner == "A" && len(b.Offsets) == 2 && b.Prepared == nil {
+			once.Do(func() { close(blocked); <-release })
+		}
+		if b.Owner == "A" && b.Prepared != nil && bJoined.Load() {
+			time.Sleep(1500 * time.Millisecond) // a staged flush that takes a while
+		}
+		return nil
+	})
+	w.produce("m", 60, nil) // the first flight: both partitions, by the interval
+	a := w.start("a", cfg, consumer.WithOwner("A"))
+	select {
+	case <-blocked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no flight of A covering both partitions")
+	}
+	w.produce("m", 600, nil) // a backlog: the next flush (both partitions) is staged
+	kafkatest.Eventually(t, 10*time.Second, "a flush staged", func() (bool, string) {
+		w.sink.mu.Lock()
+		defer w.sink.mu.Unlock()
+		return w.sink.prepared > 0, ""
+	})
+	bJoined.Store(true)
+	b := w.start("b", cfg, consumer.WithOwner("B"))
+	time.Sleep(1500 * time.Millisecond) // a's revoke now waits for the held flight
+	close(release)
+	kafkatest.Eventually(t, 30*time.Second, "b owning a partition", func() (bool, string) {
+		return w.sink.ownerOf(w.topic, 0) == "B" || w.sink.ownerOf(w.topic, 1) == "B", ""
+	})
+	w.waitCaughtUp()
+	a.stop(t)
+	b.stop(t)
+	w.check(w.allProduced())
+	if n := w.sink.fencedCount(); n != 0 {
+		t.Errorf("%d loads fenced: a staged flush took off with a partition being revoked", n)
+	}
+}
+
 // TestZombieFenced holds a flush open in the sink while its partition moves
 // to another consumer; when it is let go the fence refuses it, its consumer
 // restarts from Postgres, and nothing is loaded twice.

@@ -50,10 +50,14 @@ type part struct {
 	first   int64 // first offset fetched, for lag while nothing is stored; -1 none
 	hwm     int64 // high watermark of the last fetch; -1 unknown
 	pending []pending
-	last    int // records the last flush took: the capacity of the next pending slice
-	rows    int
-	bytes   int
-	since   time.Time // arrival of the oldest pending record
+	// gone is set, under session.mu, when a rebalance starts giving the
+	// partition up: no record is taken for it and no staged flush takes
+	// off with it, while the release waits for the flight in the air.
+	gone  bool
+	last  int // records the last flush took: the capacity of the next pending slice
+	rows  int
+	bytes int
+	since time.Time // arrival of the oldest pending record
 }
 
 // pending is one decoded record waiting for its flush. ts is kept to
@@ -78,13 +82,13 @@ type staged struct {
 }
 
 // takeoff returns the staged chunks whose partitions are still owned
-// (parts holds the same part), and the staged batch when that is all of
-// them; nil when a partition moved since, so that the batch of what is
+// (parts holds the same part, not being given up), and the staged batch
+// when that is all of them; nil when a partition moved since, so that the batch of what is
 // still owned is built anew.
 func (st *staged) takeoff(parts map[tp]*part) ([]chunk, *schema.Batch) {
 	var chunks []chunk
 	for _, ch := range st.chunks {
-		if parts[ch.p.tp] == ch.p {
+		if parts[ch.p.tp] == ch.p && !ch.p.gone {
 			chunks = append(chunks, ch)
 		}
 	}
@@ -383,7 +387,7 @@ func (s *session) stage() {
 func (s *session) takeLocked() []chunk {
 	keys := make([]tp, 0, len(s.parts))
 	for k, p := range s.parts {
-		if len(p.pending) > 0 {
+		if len(p.pending) > 0 && !p.gone {
 			keys = append(keys, k)
 		}
 	}
@@ -530,7 +534,7 @@ func (s *session) handle(fetches kgo.Fetches) error {
 	now := time.Now()
 	for _, sp := range spans {
 		p := sp.p
-		if s.parts[p.tp] != p {
+		if s.parts[p.tp] != p || p.gone {
 			continue // revoked or re-claimed while decoding; the next owner starts from Postgres
 		}
 		p.hwm = sp.hwm
@@ -761,6 +765,7 @@ func (s *session) release(ctx context.Context, gone map[string][]int32, how stri
 		for _, p := range ps {
 			if pt := s.parts[tp{t, p}]; pt != nil {
 				s.dropPendingLocked(pt)
+				pt.gone = true
 				mine = append(mine, pt)
 			}
 		}
