@@ -115,14 +115,21 @@ func (c *Config) Validate() error {
 	for _, b := range c.Brokers {
 		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
 			bad("SEGWH_KAFKA_BROKERS: %q is not host:port", b)
+		} else if strings.TrimSpace(b) != b {
+			bad("SEGWH_KAFKA_BROKERS: %q has spaces around it: write the list without spaces (%s)", b, strings.Join(trimAll(c.Brokers), ","))
 		}
 	}
 	if len(c.Topics) == 0 {
 		bad("SEGWH_KAFKA_TOPICS is required: the topics to load, comma-separated")
 	}
 	for _, t := range c.Topics {
-		if strings.TrimSpace(t) == "" {
+		switch {
+		case strings.TrimSpace(t) == "":
 			bad("SEGWH_KAFKA_TOPICS has an empty topic name")
+		case strings.TrimSpace(t) != t:
+			bad("SEGWH_KAFKA_TOPICS: %q has spaces around it: write the list without spaces (%s)", t, strings.Join(trimAll(c.Topics), ","))
+		case !validTopic(t):
+			bad("SEGWH_KAFKA_TOPICS: %q is not a Kafka topic name (letters, digits, '.', '_' and '-', at most 249, not . or ..)", t)
 		}
 	}
 	if c.Group == "" {
@@ -228,6 +235,31 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// validTopic reports whether t is a legal Kafka topic name.
+func validTopic(t string) bool {
+	if t == "" || len(t) > 249 || t == "." || t == ".." {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// trimAll returns the non-empty items of xs without their spaces.
+func trimAll(xs []string) []string {
+	out := make([]string, 0, len(xs))
+	for _, x := range xs {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 var relativeRE = regexp.MustCompile(`^(\d+)\s*(second|sec|minute|min|hour|day|week|month|year)s?\s+ago$`)
